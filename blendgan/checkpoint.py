@@ -1,0 +1,251 @@
+"""Loading and validating the official checkpoints (and ours, which share the layout).
+
+* ``blendgan.pt``: ``{'g_ema': state_dict, 'latent_avg': [1, 512]?, 'truncation': float?, ...}``
+  or a bare generator state dict.
+* ``psp_encoder.pt``: ``{'state_dict': {'encoder.*': ...}, 'latent_avg': [n_latent, 512] or [512]}``
+  or a bare state dict (with or without the ``encoder.`` prefix).
+
+Files are read with ``torch.load(weights_only=True)``: tensors and plain containers only,
+never pickled code.  The network configuration (resolution, channel multiplier, mapping
+depth) is inferred from tensor shapes, then every key and shape is checked, so a wrong or
+damaged file gives one line naming the file and what is wrong.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .models import Generator, PSPEncoder
+
+# The one table of key renamings applied on load: (pattern, replacement).  Official files
+# need none; these cover common re-saves (DataParallel / DDP wrappers, torch.compile).
+KEY_RENAMES = (
+    (re.compile(r"^module\."), ""),
+    (re.compile(r"^_orig_mod\."), ""),
+)
+
+GET_WEIGHTS_HINT = "get the official weights with `blendgan download` (see pretrained_models/README.md)"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used; the message is one line naming the file."""
+
+
+@dataclass(frozen=True)
+class GeneratorConfig:
+    size: int
+    style_dim: int
+    n_mlp: int
+    channel_multiplier: int
+    style_encoder: bool
+
+
+def _short(keys, limit: int = 3) -> str:
+    keys = sorted(keys)
+    shown = ", ".join(repr(k) for k in keys[:limit])
+    return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
+
+
+def load_file(path: str | os.PathLike) -> object:
+    """``torch.load`` with ``weights_only=True`` (memory-mapped when possible).
+
+    Raises :class:`CheckpointError` for a missing, truncated, corrupt or code-carrying file.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such file; {GET_WEIGHTS_HINT}")
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a directory, expected a checkpoint file")
+    try:
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as exc:
+            if "mmap" not in str(exc):  # legacy (non-zip) files cannot be memory-mapped
+                raise
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        what = f" ({found.group(1)})" if found else ""
+        raise CheckpointError(f"{path}: refused: it contains pickled Python objects{what}, which could run "
+                              "code; only tensors and plain containers are loaded (weights_only=True)") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (truncated or corrupt?): {first}") from None
+
+
+def _rename(sd: dict) -> dict:
+    out = {}
+    for key, value in sd.items():
+        for pattern, repl in KEY_RENAMES:
+            key = pattern.sub(repl, key)
+        out[key] = value
+    return out
+
+
+def _as_state_dict(obj, path, container_keys: tuple[str, ...], probe: str) -> tuple[dict, dict]:
+    """Split a loaded file into (state_dict, extras) given where the weights may live."""
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path}: expected a dict of tensors, found {type(obj).__name__}")
+    for key in container_keys:
+        if key in obj:
+            sd = obj[key]
+            if not isinstance(sd, dict):
+                raise CheckpointError(f"{path}: '{key}' is a {type(sd).__name__}, expected a state dict")
+            return _rename(sd), {k: v for k, v in obj.items() if k != key}
+    sd = _rename({k: v for k, v in obj.items() if isinstance(v, torch.Tensor)})
+    if not any(probe in k for k in sd):
+        found = ", ".join(repr(k) for k in list(obj)[:5])
+        raise CheckpointError(f"{path}: no {' or '.join(repr(k) for k in container_keys)} entry and no "
+                              f"weights like '{probe}' (top-level keys: {found})")
+    return sd, {k: v for k, v in obj.items() if not isinstance(v, torch.Tensor) or k == "latent_avg"}
+
+
+def _float32(sd: dict) -> dict:
+    return {k: v.float() if v.is_floating_point() and v.dtype != torch.float32 else v for k, v in sd.items()}
+
+
+def _check_and_assign(module: nn.Module, sd: dict, path, what: str) -> None:
+    """Verify keys and shapes against ``module`` (built on the meta device), then assign."""
+    expected = module.state_dict()
+    missing = set(expected) - set(sd)
+    unexpected = set(sd) - set(expected)
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing {len(missing)} key(s): {_short(missing)}")
+        if unexpected:
+            parts.append(f"unexpected {len(unexpected)} key(s): {_short(unexpected)}")
+        raise CheckpointError(f"{path}: not a valid {what}: {'; '.join(parts)}")
+    wrong = [k for k in expected if not isinstance(sd[k], torch.Tensor) or tuple(sd[k].shape) != tuple(expected[k].shape)]
+    if wrong:
+        k = wrong[0]
+        got = tuple(sd[k].shape) if isinstance(sd[k], torch.Tensor) else type(sd[k]).__name__
+        raise CheckpointError(f"{path}: not a valid {what}: {len(wrong)} tensor(s) with the wrong shape, "
+                              f"e.g. {k!r} is {got}, expected {tuple(expected[k].shape)}")
+    module.load_state_dict(sd, strict=True, assign=True)
+
+
+def infer_generator_config(sd: dict, path="checkpoint") -> GeneratorConfig:
+    """Resolution, widths and mapping depth of a generator state dict, from tensor shapes."""
+    try:
+        n_rgbs = len({k.split(".")[1] for k in sd if k.startswith("to_rgbs.")})
+        size = 2 ** (n_rgbs + 2)
+        style_dim = int(sd["style.1.weight"].shape[0])
+        n_mlp = len({k.split(".")[1] for k in sd if re.match(r"^style\.\d+\.weight$", k)})
+        channel_multiplier = 2
+        if size >= 64:
+            channel_multiplier = max(1, int(sd["to_rgbs.3.conv.weight"].shape[2]) // 256)
+    except (KeyError, IndexError, AttributeError) as exc:
+        raise CheckpointError(f"{path}: not a BlendGAN generator: cannot read its configuration "
+                              f"(missing {exc})") from None
+    if n_rgbs < 1 or n_mlp < 1:
+        raise CheckpointError(f"{path}: not a BlendGAN generator: no 'to_rgbs.*' or 'style.*' layers")
+    return GeneratorConfig(size=size, style_dim=style_dim, n_mlp=n_mlp,
+                           channel_multiplier=channel_multiplier,
+                           style_encoder=any(k.startswith("embedder.") for k in sd))
+
+
+def n_latent_to_size(n_latent: int) -> int:
+    """Output resolution for a W+ length (inverse of ``2·log2(size) − 2``)."""
+    return 2 ** ((n_latent + 2) // 2)
+
+
+def _meta_build(cls, *args, **kwargs) -> nn.Module:
+    with torch.device("meta"):
+        return cls(*args, **kwargs)
+
+
+@dataclass
+class GeneratorCheckpoint:
+    generator: Generator
+    latent_avg: torch.Tensor | None  # [1, style_dim]
+    truncation: float | None
+    config: GeneratorConfig
+
+
+def load_generator(path: str | os.PathLike, size: int | None = None,
+                   channel_multiplier: int | None = None) -> GeneratorCheckpoint:
+    """Load ``blendgan.pt`` (or a bare generator state dict) on the CPU.
+
+    ``size`` / ``channel_multiplier``, when given, must agree with the file.
+    """
+    obj = load_file(path)
+    sd, extras = _as_state_dict(obj, path, ("g_ema",), "to_rgbs.")
+    config = infer_generator_config(sd, path)
+    if size is not None and size != config.size:
+        raise CheckpointError(f"{path}: is a {config.size}px generator but --size {size} was given")
+    if channel_multiplier is not None and channel_multiplier != config.channel_multiplier:
+        raise CheckpointError(f"{path}: has channel multiplier {config.channel_multiplier} but "
+                              f"{channel_multiplier} was given")
+    gen = _meta_build(Generator, config.size, style_dim=config.style_dim, n_mlp=config.n_mlp,
+                      channel_multiplier=config.channel_multiplier, style_encoder=config.style_encoder)
+    _check_and_assign(gen, _float32(sd), path, f"{config.size}px BlendGAN generator")
+    latent_avg = extras.get("latent_avg")
+    if latent_avg is not None:
+        if not isinstance(latent_avg, torch.Tensor) or latent_avg.numel() != config.style_dim:
+            raise CheckpointError(f"{path}: 'latent_avg' should hold {config.style_dim} values, found "
+                                  f"{tuple(getattr(latent_avg, 'shape', ()))}")
+        latent_avg = latent_avg.float().reshape(1, config.style_dim)
+    truncation = extras.get("truncation")
+    if truncation is not None:
+        try:
+            truncation = float(truncation)
+        except (TypeError, ValueError):
+            raise CheckpointError(f"{path}: 'truncation' is not a number: {truncation!r}") from None
+    return GeneratorCheckpoint(gen.eval().requires_grad_(False), latent_avg, truncation, config)
+
+
+def _psp_latent_avg(value, n_latent: int, path) -> torch.Tensor:
+    """Accept [512], [1, 512], [n_latent, 512] or [1, n_latent, 512] -> [n_latent, 512]."""
+    if not isinstance(value, torch.Tensor):
+        raise CheckpointError(f"{path}: no 'latent_avg' tensor (pSp encoders add it to their output)")
+    v = value.float()
+    if v.ndim == 3 and v.shape[0] == 1:
+        v = v[0]
+    if v.ndim == 1:
+        v = v[None]
+    if v.ndim != 2 or v.shape[1] != 512 or v.shape[0] not in (1, n_latent):
+        raise CheckpointError(f"{path}: 'latent_avg' has shape {tuple(value.shape)}, expected [512] or "
+                              f"[{n_latent}, 512]")
+    return v.expand(n_latent, 512).contiguous()
+
+
+def load_psp(path: str | os.PathLike, n_latent: int | None = None) -> PSPEncoder:
+    """Load ``psp_encoder.pt`` on the CPU; ``n_latent`` (from the generator) is checked."""
+    obj = load_file(path)
+    sd, extras = _as_state_dict(obj, path, ("state_dict",), "styles.")
+    if not any(k.startswith("encoder.") for k in sd):
+        sd = {f"encoder.{k}" if k != "latent_avg" else k: v for k, v in sd.items()}
+    latent_avg = sd.pop("latent_avg", None)
+    latent_avg = extras.get("latent_avg", latent_avg)
+    n_styles = len({k.split(".")[2] for k in sd if re.match(r"^encoder\.styles\.\d+\.linear\.weight$", k)})
+    if n_styles == 0:
+        raise CheckpointError(f"{path}: not a pSp encoder: no 'encoder.styles.*' layers")
+    if n_latent is not None and n_styles != n_latent:
+        raise CheckpointError(f"{path}: pSp encoder for {n_latent_to_size(n_styles)}px ({n_styles} styles) "
+                              f"does not match the {n_latent_to_size(n_latent)}px generator ({n_latent} styles)")
+    sd = _float32(sd)
+    sd["latent_avg"] = _psp_latent_avg(latent_avg, n_styles, path)
+    enc = _meta_build(PSPEncoder, n_styles)
+    _check_and_assign(enc, sd, path, "pSp encoder (IR-SE50)")
+    return enc.eval().requires_grad_(False)
+
+
+def summarize(path: str | os.PathLike) -> str:
+    """One line describing a checkpoint file (used by ``blendgan info`` and ``download``)."""
+    obj = load_file(path)
+    if isinstance(obj, dict) and ("state_dict" in obj or any("styles." in k for k in obj)):
+        enc = load_psp(path)
+        return f"pSp encoder, {enc.n_latent} styles ({n_latent_to_size(enc.n_latent)}px)"
+    ck = load_generator(path)
+    c = ck.config
+    return (f"BlendGAN generator {c.size}px, channel multiplier {c.channel_multiplier}, "
+            f"style encoder {'yes' if c.style_encoder else 'no'}, "
+            f"latent_avg {'yes' if ck.latent_avg is not None else 'no'}"
+            + (f", truncation {ck.truncation}" if ck.truncation is not None else ""))

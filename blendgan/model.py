@@ -1,0 +1,194 @@
+"""The public model: ``BlendGAN.from_pretrained(...)`` and its tensor-level methods."""
+from __future__ import annotations
+
+import os
+
+import torch
+from torch import nn
+
+from . import checkpoint as ckpt_io
+from .models import Generator, PSPEncoder
+
+DEFAULT_TRUNCATION = 0.75
+DEFAULT_TRUNCATION_MEAN = 4096
+MEAN_LATENT_SEED = 0
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """``'auto'``/None -> CUDA when available, else CPU; anything else as given."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _check_image(x: torch.Tensor, what: str) -> None:
+    if not isinstance(x, torch.Tensor) or x.ndim != 4 or x.shape[1] != 3:
+        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"{what} must be a [N, 3, H, W] tensor in [-1, 1], got {shape}")
+
+
+def _match_batch(x: torch.Tensor, n: int, what: str) -> torch.Tensor:
+    if x.shape[0] == n:
+        return x
+    if x.shape[0] == 1:
+        return x.expand(n, *x.shape[1:])
+    raise ValueError(f"{what} has batch {x.shape[0]}, expected 1 or {n}")
+
+
+class BlendGAN(nn.Module):
+    """BlendGAN generator + style encoder (+ optional pSp face encoder).
+
+    All image tensors are [N, 3, H, W] floats in [-1, 1]; latents are [N, 512] (z, z_embed)
+    or [N, n_latent, 512] (W+).  Nothing here touches the global RNG: randomness comes from
+    the ``generator`` arguments.
+    """
+
+    def __init__(self, generator: Generator, psp: PSPEncoder | None = None,
+                 latent_avg: torch.Tensor | None = None, truncation: float | None = None):
+        super().__init__()
+        self.generator = generator
+        self.psp = psp
+        self.register_buffer("latent_avg", latent_avg, persistent=False)
+        #: ``truncation`` stored in the checkpoint (the official scripts let it override the flag).
+        self.stored_truncation = truncation
+        self._mean_latent: torch.Tensor | None = None
+
+    @classmethod
+    def from_pretrained(cls, ckpt: str | os.PathLike, psp_encoder: str | os.PathLike | None = None,
+                        device: str | torch.device | None = "cpu", size: int | None = None,
+                        channel_multiplier: int | None = None) -> "BlendGAN":
+        """Load ``blendgan.pt`` (and ``psp_encoder.pt``) unchanged; resolution is inferred.
+
+        Raises :class:`blendgan.checkpoint.CheckpointError` (one line, naming the file) for a
+        missing, damaged or mismatched file.
+        """
+        g = ckpt_io.load_generator(ckpt, size=size, channel_multiplier=channel_multiplier)
+        psp = ckpt_io.load_psp(psp_encoder, g.generator.n_latent) if psp_encoder else None
+        model = cls(g.generator, psp, g.latent_avg, g.truncation)
+        return model.to(resolve_device(device)).eval()
+
+    # -- properties ------------------------------------------------------------------------
+    @property
+    def size(self) -> int:
+        return self.generator.size
+
+    @property
+    def n_latent(self) -> int:
+        return self.generator.n_latent
+
+    @property
+    def device(self) -> torch.device:
+        return self.generator.input.input.device
+
+    @property
+    def has_style_encoder(self) -> bool:
+        return hasattr(self.generator, "embedder")
+
+    @property
+    def default_truncation(self) -> float:
+        """The checkpoint's ``truncation`` entry when present, else 0.75."""
+        return DEFAULT_TRUNCATION if self.stored_truncation is None else self.stored_truncation
+
+    # -- encoders --------------------------------------------------------------------------
+    def embed_style(self, style: torch.Tensor) -> torch.Tensor:
+        """Style image [N, 3, H, W] in [-1, 1] (any H, W) -> z_embed [N, 512]."""
+        _check_image(style, "style")
+        if not self.has_style_encoder:
+            raise RuntimeError("this checkpoint has no style encoder ('embedder.*' weights)")
+        return self.generator.embedder(style.to(self.device, torch.float32))
+
+    def encode_face(self, face: torch.Tensor) -> torch.Tensor:
+        """Face image [N, 3, H, W] in [-1, 1] -> W+ [N, n_latent, 512] (``latent_avg`` added)."""
+        _check_image(face, "face")
+        if self.psp is None:
+            raise RuntimeError("no pSp encoder loaded: pass psp_encoder=... to BlendGAN.from_pretrained")
+        return self.psp(face.to(self.device, torch.float32))
+
+    # -- latents ---------------------------------------------------------------------------
+    def mean_latent(self, n: int = DEFAULT_TRUNCATION_MEAN,
+                    generator: torch.Generator | None = None) -> torch.Tensor:
+        """Mean of ``n`` mapped random z: [1, 512].  Draws ``randn(n, 512)`` from ``generator``."""
+        z = torch.randn(n, self.generator.style_dim, generator=generator, device=self.device)
+        return self.generator.mapping(z).mean(0, keepdim=True)
+
+    def truncation_latent(self, n: int = DEFAULT_TRUNCATION_MEAN,
+                          generator: torch.Generator | None = None) -> torch.Tensor:
+        """Centre of truncation [1, 512]: the checkpoint's ``latent_avg`` when present.
+
+        Otherwise the mean of ``n`` mapped samples drawn from ``generator``; without one a
+        fixed seed (0) is used and the result is cached, so repeated calls agree.
+        """
+        if self.latent_avg is not None:
+            return self.latent_avg
+        if generator is not None:
+            return self.mean_latent(n, generator)
+        if self._mean_latent is None or self._mean_latent.device != self.device:
+            g = torch.Generator(device=self.device).manual_seed(MEAN_LATENT_SEED)
+            self._mean_latent = self.mean_latent(n, g)
+        return self._mean_latent
+
+    def face_w(self, z: torch.Tensor, truncation: float | None = None,
+               truncation_latent: torch.Tensor | None = None) -> torch.Tensor:
+        """Face mapping with truncation: z [N, 512] -> w [N, 512].
+
+        ``w = avg + t·(w − avg)``, skipped when ``t >= 1``; ``t`` defaults to
+        :attr:`default_truncation`.
+        """
+        t = self.default_truncation if truncation is None else truncation
+        w = self.generator.mapping(z.to(self.device, torch.float32))
+        if t < 1:
+            avg = self.truncation_latent() if truncation_latent is None else truncation_latent
+            w = avg + t * (w - avg)
+        return w
+
+    def _check_index(self, add_weight_index: int | None) -> None:
+        if add_weight_index is not None and not 0 <= add_weight_index <= self.n_latent:
+            raise ValueError(f"add_weight_index must be in 0..{self.n_latent} (or None), got {add_weight_index}")
+
+    def blend(self, w_plus: torch.Tensor, z_embed: torch.Tensor | None,
+              add_weight_index: int | None = None) -> torch.Tensor:
+        """Weighted blending of face W+ [N, n_latent, 512] with the style of z_embed [N or 1, 512]."""
+        self._check_index(add_weight_index)
+        if z_embed is None:
+            return w_plus
+        z_embed = _match_batch(z_embed.to(self.device, torch.float32), w_plus.shape[0], "z_embed")
+        return self.generator.blend(w_plus, self.generator.style_mapping(z_embed), add_weight_index)
+
+    # -- synthesis -------------------------------------------------------------------------
+    def synthesize(self, z: torch.Tensor | None = None, w_plus: torch.Tensor | None = None,
+                   z_embed: torch.Tensor | None = None, truncation: float | None = None,
+                   add_weight_index: int | None = None, noise: str = "stored",
+                   generator: torch.Generator | None = None,
+                   truncation_latent: torch.Tensor | None = None) -> torch.Tensor:
+        """Generate images [N, 3, size, size] (nominal range [-1, 1]).
+
+        Give exactly one of ``z`` [N, 512] (a random face; truncation defaults to
+        :attr:`default_truncation`) or ``w_plus`` [N, n_latent, 512] (e.g. from
+        :meth:`encode_face`; no truncation unless one is given).  With ``z_embed`` [N or 1, 512]
+        the face is stylized by the weighted blending module; ``add_weight_index = i`` keeps
+        the first i W+ layers pure face.  ``noise``: ``'stored'`` (the checkpoint's fixed maps,
+        as the official scripts) or ``'random'`` (drawn from ``generator``).
+        """
+        if (z is None) == (w_plus is None):
+            raise ValueError("give exactly one of z or w_plus")
+        if z is not None:
+            if z.ndim != 2 or z.shape[1] != self.generator.style_dim:
+                raise ValueError(f"z must be [N, {self.generator.style_dim}], got {tuple(z.shape)}")
+            w = self.face_w(z, truncation, truncation_latent)
+            w_plus = w.unsqueeze(1).expand(-1, self.n_latent, -1)
+        else:
+            if w_plus.ndim != 3 or w_plus.shape[1:] != (self.n_latent, self.generator.style_dim):
+                raise ValueError(f"w_plus must be [N, {self.n_latent}, {self.generator.style_dim}], "
+                                 f"got {tuple(w_plus.shape)}")
+            w_plus = w_plus.to(self.device, torch.float32)
+            if truncation is not None and truncation < 1:
+                avg = self.truncation_latent() if truncation_latent is None else truncation_latent
+                w_plus = avg.unsqueeze(1) + truncation * (w_plus - avg.unsqueeze(1))
+        w_plus = self.blend(w_plus, z_embed, add_weight_index)
+        if noise == "stored":
+            noises = None
+        elif noise == "random":
+            noises = self.generator.random_noise(w_plus.shape[0], generator)
+        else:
+            raise ValueError(f"noise must be 'stored' or 'random', got {noise!r}")
+        return self.generator(w_plus, noises)
