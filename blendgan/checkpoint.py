@@ -71,10 +71,12 @@ def load_file(path: str | os.PathLike) -> object:
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         found = re.search(r"GLOBAL ([\w.]+)", str(exc))
-        what = f" ({found.group(1)})" if found else ""
-        raise CheckpointError(f"{path}: refused: it contains pickled Python objects{what}, which could run "
-                              "code; only tensors and plain containers are loaded (weights_only=True)") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        if found:
+            raise CheckpointError(f"{path}: refused: it contains a pickled Python object ({found.group(1)}), "
+                                  "which could run code; only tensors and plain containers are loaded "
+                                  "(weights_only=True)") from None
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (truncated or corrupt?)") from None
+    except Exception as exc:  # unpickling garbage can raise nearly anything
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (truncated or corrupt?): {first}") from None
 

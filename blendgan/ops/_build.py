@@ -104,8 +104,10 @@ def build(name: str, verbose: bool = False):
         name=f"blendgan_{name}",
         sources=[str(src / rel) for rel in SOURCES[name]],
         build_directory=str(out),
-        extra_cflags=["-O3", "-std=c++17"],
-        extra_cuda_cflags=["-O3", "--use_fast_math", "-std=c++17"],
+        # No -std flag: torch adds the C++ standard its headers need (C++20 for torch 2.14);
+        # a later -std=c++17 would override it and break the build.
+        extra_cflags=["-O3"],
+        extra_cuda_cflags=["-O3", "--use_fast_math"],
         verbose=verbose,
     )
 

@@ -1,0 +1,253 @@
+"""``blendgan`` command line: a thin layer over :mod:`blendgan.pipeline`.
+
+Subcommands: ``pairs``, ``transfer``, ``video``, ``info``, ``download``.  Defaults come
+from :mod:`blendgan.pipeline` (the official scripts' values).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from . import __version__
+from . import pipeline as P
+
+DEFAULT_CKPT = "pretrained_models/blendgan.pt"
+DEFAULT_PSP = "pretrained_models/psp_encoder.pt"
+DEFAULT_WEIGHTS_DIR = "pretrained_models"
+
+log = logging.getLogger("blendgan")
+
+
+class CLIError(Exception):
+    """A user-facing failure: printed as one line, exit status 2."""
+
+
+def setup_logging(quiet: bool = False) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    log.handlers[:] = [handler]
+    log.setLevel(logging.ERROR if quiet else logging.INFO)
+    log.propagate = False
+
+
+def index_arg(value: str) -> int | None:
+    """``--add-weight-index``: an integer, or ``none`` for the learned blend weights only."""
+    return None if value.lower() in ("none", "-1") else int(value)
+
+
+def _names(name: str, snake: bool) -> list[str]:
+    """``--batch-size`` plus, with ``snake``, ``--batch_size`` (the official scripts' spelling)."""
+    return [f"--{name}"] + ([f"--{name.replace('-', '_')}"] if snake and "-" in name else [])
+
+
+def add_runtime_flags(p: argparse.ArgumentParser, snake: bool = False) -> None:
+    """Flags every job takes (``snake`` spells them with underscores too, for the scripts)."""
+    p.add_argument("--seed", type=int, default=P.DEFAULT_SEED, help="random seed (default %(default)s)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    p.add_argument(*_names("batch-size", snake), dest="batch_size", type=int, default=P.DEFAULT_BATCH_SIZE,
+                   help="images per generator call (default %(default)s)")
+    p.add_argument("--format", choices=("jpg", "png"), default=P.DEFAULT_FORMAT,
+                   help="output image format; png is lossless (default %(default)s)")
+    p.add_argument("--overwrite", action="store_true", help="redo outputs that already exist")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or info messages")
+
+
+def add_video_flags(p: argparse.ArgumentParser, snake: bool = False) -> None:
+    """Video settings (defaults: the official gen_video.py)."""
+    p.add_argument("--styles", type=int, default=P.VIDEO_STYLES, help="styles per video (default %(default)s)")
+    p.add_argument("--fps", type=float, default=P.VIDEO_FPS, help="(default %(default)s)")
+    p.add_argument(*_names("transition-steps", snake), dest="transition_steps", type=int, default=P.VIDEO_TRANSITION_STEPS,
+                   help="frames of each style change (default %(default)s)")
+    p.add_argument(*_names("hold-frames", snake), dest="hold_frames", type=int, default=P.VIDEO_HOLD_FRAMES,
+                   help="frames held on each style and at the end (default %(default)s)")
+
+
+def open_model(ckpt: str, psp_encoder: str | None, device: str, size: int | None = None,
+               channel_multiplier: int | None = None):
+    """Load the model for a job, turning checkpoint problems into one-line CLI errors."""
+    from .checkpoint import CheckpointError
+    from .model import BlendGAN
+    try:
+        model = BlendGAN.from_pretrained(ckpt, psp_encoder=psp_encoder, device=device, size=size,
+                                         channel_multiplier=channel_multiplier)
+    except CheckpointError as exc:
+        raise CLIError(str(exc)) from None
+    log.info("loaded %s (%dpx) on %s%s", ckpt, model.size, model.device,
+             f" with pSp {psp_encoder}" if psp_encoder else "")
+    return model
+
+
+def finish(report: P.JobReport, outdir) -> int:
+    """Print the job summary; exit status 1 when some inputs failed, else 0."""
+    log.info("%s -> %s", report.summary(), outdir)
+    for path, reason in report.failed:
+        print(f"failed: {reason if path in reason else f'{path}: {reason}'}", file=sys.stderr)
+    return 1 if report.failed else 0
+
+
+# -- subcommands ----------------------------------------------------------------------------------
+def cmd_pairs(a: argparse.Namespace) -> int:
+    model = open_model(a.ckpt, None, a.device, a.size, a.channel_multiplier)
+    zs = P.load_sample_zs(a.sample_zs, a.pics, model.generator.style_dim) if a.sample_zs else None
+    report = P.run_pairs(model, a.outdir, pics=a.pics, style_image=a.style_img, zs=zs, truncation=a.truncation,
+                         truncation_mean=a.truncation_mean, add_weight_index=a.add_weight_index, seed=a.seed,
+                         batch_size=a.batch_size, fmt=a.format, overwrite=a.overwrite, progress=not a.quiet)
+    return finish(report, a.outdir)
+
+
+def cmd_transfer(a: argparse.Namespace) -> int:
+    model = open_model(a.ckpt, a.psp_encoder, a.device, a.size, a.channel_multiplier)
+    report = P.run_transfer(model, a.input_img_path, a.style_img_path, a.outdir, add_weight_index=a.add_weight_index,
+                            batch_size=a.batch_size, fmt=a.format, overwrite=a.overwrite, progress=not a.quiet)
+    return finish(report, a.outdir)
+
+
+def cmd_video(a: argparse.Namespace) -> int:
+    model = open_model(a.ckpt, a.psp_encoder, a.device, a.size, a.channel_multiplier)
+    report = P.run_video(model, a.input_img_path, a.style_img_path, a.outdir, add_weight_index=a.add_weight_index,
+                         n_styles=a.styles, seed=a.seed, fps=a.fps, transition_steps=a.transition_steps,
+                         hold_frames=a.hold_frames, batch_size=a.batch_size, overwrite=a.overwrite,
+                         progress=not a.quiet)
+    return finish(report, a.outdir)
+
+
+def cmd_info(a: argparse.Namespace) -> int:
+    import platform
+
+    import cv2
+    import numpy
+    import torch
+    import torchvision
+
+    from .checkpoint import CheckpointError, summarize
+    from .io import video_backend
+    from .model import resolve_device
+    from .ops import backend_info
+    print(f"blendgan {__version__}  python {platform.python_version()}  torch {torch.__version__}  "
+          f"torchvision {torchvision.__version__}  numpy {numpy.__version__}  opencv {cv2.__version__}")
+    cuda = (f"CUDA {torch.version.cuda}, {torch.cuda.device_count()} device(s): "
+            + ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
+            if torch.cuda.is_available() else f"no CUDA device (torch built with CUDA {torch.version.cuda})")
+    print(f"device: {resolve_device('auto')}  ({cuda}); CPU threads {torch.get_num_threads()}")
+    for name, state in backend_info(build_now=a.build_ops).items():
+        print(f"op {name}: {state}")
+    print(f"video writer: {video_backend()}")
+    for path in (Path(a.weights_dir) / "blendgan.pt", Path(a.weights_dir) / "psp_encoder.pt"):
+        if not path.exists():
+            print(f"{path}: not found (run `blendgan download --dir {a.weights_dir}`)")
+            continue
+        try:
+            print(f"{path}: {summarize(path)}")
+        except CheckpointError as exc:
+            print(f"{exc} ")
+    return 0
+
+
+def cmd_download(a: argparse.Namespace) -> int:
+    from .download import DownloadError, download
+    try:
+        paths = download(a.dir, names=tuple(a.files), overwrite=a.overwrite)
+    except DownloadError as exc:
+        raise CLIError(str(exc)) from None
+    for path in paths:
+        print(path)
+    return 0
+
+
+# -- parser ---------------------------------------------------------------------------------------
+def _model_flags(p: argparse.ArgumentParser, psp: bool) -> None:
+    p.add_argument("--ckpt", default=DEFAULT_CKPT, help="BlendGAN checkpoint (default %(default)s)")
+    if psp:
+        p.add_argument("--psp-encoder", "--psp_encoder_ckpt", dest="psp_encoder", default=DEFAULT_PSP,
+                       help="pSp encoder checkpoint (default %(default)s)")
+    p.add_argument("--size", type=int, default=None, help="checked against the checkpoint (inferred when omitted)")
+    p.add_argument("--channel-multiplier", "--channel_multiplier", dest="channel_multiplier", type=int,
+                   default=None, help="checked against the checkpoint (inferred when omitted)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="blendgan", description="BlendGAN: arbitrary stylized face generation.")
+    parser.add_argument("--version", action="version", version=f"blendgan {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("pairs", help="random faces, natural and stylized side by side (latent/reference-guided)")
+    _model_flags(p, psp=False)
+    p.add_argument("--outdir", default="outputs/pairs", help="output folder (default %(default)s)")
+    p.add_argument("--pics", type=int, default=P.PAIRS_PICS, help="number of pairs (default %(default)s)")
+    p.add_argument("--style-img", "--style_img", dest="style_img", default=None,
+                   help="reference style image; omitted: a random style code (latent-guided)")
+    p.add_argument("--truncation", type=float, default=None,
+                   help="face truncation psi (default: the checkpoint's, else 0.75; >=1 disables)")
+    p.add_argument("--truncation-mean", "--truncation_mean", dest="truncation_mean", type=int,
+                   default=P.DEFAULT_TRUNCATION_MEAN, help="samples for the mean w when the checkpoint has none")
+    p.add_argument("--sample-zs", "--sample_zs", dest="sample_zs", default=None,
+                   help="torch.save'd face codes [P, 512] to use instead of random ones")
+    p.add_argument("--add-weight-index", "--add_weight_index", dest="add_weight_index", type=index_arg,
+                   default=P.PAIRS_ADD_WEIGHT_INDEX, help="first N W+ layers stay pure face; 'none' = learned "
+                   "weights only (default %(default)s)")
+    add_runtime_flags(p)
+    p.set_defaults(func=cmd_pairs)
+
+    p = sub.add_parser("transfer", help="style transfer: every face x every style in two folders")
+    _model_flags(p, psp=True)
+    p.add_argument("--input", "--input-img-path", "--input_img_path", dest="input_img_path", required=True,
+                   help="face image or folder")
+    p.add_argument("--style", "--style-img-path", "--style_img_path", dest="style_img_path", required=True,
+                   help="style image or folder")
+    p.add_argument("--outdir", default="outputs/transfer", help="output folder (default %(default)s)")
+    p.add_argument("--add-weight-index", "--add_weight_index", dest="add_weight_index", type=index_arg,
+                   default=P.TRANSFER_ADD_WEIGHT_INDEX, help="(default %(default)s)")
+    add_runtime_flags(p)
+    p.set_defaults(func=cmd_transfer)
+
+    p = sub.add_parser("video", help="interpolation video of each face through random styles")
+    _model_flags(p, psp=True)
+    p.add_argument("--input", "--input-img-path", "--input_img_path", dest="input_img_path", required=True,
+                   help="face image or folder")
+    p.add_argument("--style", "--style-img-path", "--style_img_path", dest="style_img_path", required=True,
+                   help="style folder")
+    p.add_argument("--outdir", default="outputs/video", help="output folder (default %(default)s)")
+    p.add_argument("--add-weight-index", "--add_weight_index", dest="add_weight_index", type=index_arg,
+                   default=P.VIDEO_ADD_WEIGHT_INDEX, help="(default %(default)s)")
+    add_video_flags(p)
+    add_runtime_flags(p)
+    p.set_defaults(func=cmd_video)
+
+    p = sub.add_parser("info", help="versions, device, op backends, checkpoints found")
+    p.add_argument("--weights-dir", default=DEFAULT_WEIGHTS_DIR, help="where to look for checkpoints")
+    p.add_argument("--build-ops", action="store_true", help="build the CUDA ops now (when a GPU is present)")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("download", help="fetch and validate the official weights")
+    p.add_argument("--dir", default=DEFAULT_WEIGHTS_DIR, help="destination folder (default %(default)s)")
+    p.add_argument("--files", nargs="+", default=["blendgan", "psp_encoder"],
+                   choices=["blendgan", "psp_encoder", "style_encoder"], help="which files (default: %(default)s)")
+    p.add_argument("--overwrite", action="store_true", help="fetch again even if present and valid")
+    p.set_defaults(func=cmd_download)
+    return parser
+
+
+def run(func, args) -> int:
+    """Run a command function, mapping expected failures to one line and exit status 2."""
+    from .checkpoint import CheckpointError
+    from .io import ImageError
+    try:
+        return func(args)
+    except (CLIError, CheckpointError, ImageError, ValueError, FileNotFoundError) as exc:
+        print(f"blendgan: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("blendgan: interrupted (finished outputs are kept; rerun to resume)", file=sys.stderr)
+        return 130
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(getattr(args, "quiet", False))
+    return run(args.func, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,244 @@
+"""Images, folders and video files.
+
+Conventions (those of the official scripts): images are decoded as 8-bit RGB (grayscale
+is replicated, alpha dropped, 16-bit reduced to 8-bit, EXIF orientation applied); an image
+becomes a tensor by ``(x/255 − 0.5)/0.5``; a tensor becomes an image by
+``clamp((x·0.5+0.5)·255, 0, 255)`` cast to uint8 (truncating).  Every file is written
+atomically: to a temporary file in the destination folder, then renamed.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from contextlib import contextmanager
+from fractions import Fraction
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import cv2
+import numpy as np
+import torch
+
+log = logging.getLogger("blendgan")
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+FORMATS = ("jpg", "png")
+JPEG_QUALITY = 95  # cv2.imwrite's default, which the official scripts used
+
+
+class ImageError(ValueError):
+    """An input image that cannot be used; the message is one line naming the file."""
+
+
+# -- reading ----------------------------------------------------------------------------------
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Decode an image file to RGB uint8 [H, W, 3]."""
+    path = Path(path)
+    try:
+        data = np.fromfile(str(path), dtype=np.uint8)
+    except OSError as exc:
+        raise ImageError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if data.size == 0:
+        raise ImageError(f"{path}: empty file")
+    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise ImageError(f"{path}: not a decodable image (corrupt or unsupported format)")
+    return np.ascontiguousarray(bgr[:, :, ::-1])
+
+
+def is_image_path(path: str | os.PathLike) -> bool:
+    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def list_images(folder: str | os.PathLike) -> list[Path]:
+    """Image files of ``folder`` sorted by name (or ``[folder]`` if it is an image file).
+
+    Other files are skipped with a warning; hidden files are ignored.
+    """
+    folder = Path(folder)
+    if folder.is_file():
+        if not is_image_path(folder):
+            raise ImageError(f"{folder}: not an image file (expected one of {', '.join(IMAGE_EXTENSIONS)})")
+        return [folder]
+    if not folder.is_dir():
+        raise ImageError(f"{folder}: no such file or directory")
+    images = []
+    for entry in sorted(folder.iterdir()):
+        if entry.name.startswith(".") or entry.is_dir():
+            continue
+        if is_image_path(entry):
+            images.append(entry)
+        else:
+            log.warning("%s: skipped, not an image file", entry)
+    return images
+
+
+def to_tensor(images: np.ndarray | Sequence[np.ndarray], device: torch.device | str = "cpu") -> torch.Tensor:
+    """RGB uint8 [H, W, 3] (or a list / [N, H, W, 3] of equal size) -> [N, 3, H, W] in [-1, 1]."""
+    arr = np.stack(images) if isinstance(images, (list, tuple)) else images
+    if arr.ndim == 3:
+        arr = arr[None]
+    # float64 then float32, as the official cv2ten did
+    x = (arr.transpose(0, 3, 1, 2) / 255.0 - 0.5) / 0.5
+    return torch.from_numpy(x).float().to(device)
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """[N, 3, H, W] in [-1, 1] -> RGB uint8 [N, H, W, 3] (clamped, truncated)."""
+    x = (images.detach() * 0.5 + 0.5) * 255
+    return x.clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+def resize(image: np.ndarray, size: int) -> np.ndarray:
+    """Resize RGB [H, W, 3] to [size, size, 3] with bilinear filtering (cv2 default)."""
+    if image.shape[:2] == (size, size):
+        return image
+    return cv2.resize(image, (size, size), interpolation=cv2.INTER_LINEAR)
+
+
+# -- writing ----------------------------------------------------------------------------------
+def temp_beside(path: Path) -> Path:
+    """Create an empty hidden temporary file in ``path``'s folder (same filesystem)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        tmp = path.parent / f".{path.stem}.{secrets.token_hex(4)}.part{path.suffix}"
+        try:  # mode 0o666 minus the umask, like any new file (mkstemp would make it 0o600)
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return tmp
+        except FileExistsError:
+            continue
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success rename it onto ``path``.
+
+    An interrupted or failed write leaves no partial file under the final name.
+    """
+    path = Path(path)
+    tmp = temp_beside(path)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def encode_image(image: np.ndarray, fmt: str = "jpg") -> bytes:
+    """RGB uint8 [H, W, 3] -> encoded JPEG (quality 95) or PNG bytes."""
+    if fmt not in FORMATS:
+        raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
+    params = [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY] if fmt == "jpg" else []
+    ok, buf = cv2.imencode(f".{fmt}", np.ascontiguousarray(image[:, :, ::-1]), params)
+    if not ok:
+        raise RuntimeError(f"could not encode a {image.shape} image as {fmt}")
+    return buf.tobytes()
+
+
+def write_image(path: str | os.PathLike, image: np.ndarray, fmt: str | None = None) -> Path:
+    """Atomically write RGB uint8 [H, W, 3]; ``fmt`` defaults to the path's extension."""
+    path = Path(path)
+    fmt = fmt or path.suffix.lower().lstrip(".").replace("jpeg", "jpg")
+    data = encode_image(image, fmt)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return path
+
+
+def hstack(panels: Sequence[np.ndarray]) -> np.ndarray:
+    """Concatenate RGB images of equal height side by side."""
+    return np.concatenate(panels, axis=1)
+
+
+# -- video ------------------------------------------------------------------------------------
+def video_backend() -> str:
+    """``'pyav'`` (H.264, browser-playable) when PyAV is installed, else ``'opencv'`` (mp4v)."""
+    try:
+        import av  # noqa: F401
+        return "pyav"
+    except ImportError:
+        return "opencv"
+
+
+class VideoWriter:
+    """Stream RGB uint8 frames into an .mp4, written atomically on :meth:`close`.
+
+    With PyAV: H.264 (libx264), yuv420p, ``+faststart`` — plays in browsers.  Without it:
+    OpenCV's MPEG-4 Part 2 (``mp4v``), which most desktop players accept.  Frames are
+    encoded as they arrive, so memory does not grow with the video length.
+    """
+
+    def __init__(self, path: str | os.PathLike, fps: float = 30, crf: int = 18, backend: str | None = None):
+        self.path = Path(path)
+        self.fps = fps
+        self.crf = crf
+        self.backend = backend or video_backend()
+        self._tmp = temp_beside(self.path)
+        self._container = self._stream = self._cv = None
+        self.frames = 0
+
+    def _open(self, height: int, width: int) -> None:
+        if self.backend == "pyav":
+            import av
+            self._container = av.open(str(self._tmp), mode="w", format="mp4",
+                                      options={"movflags": "+faststart"})
+            rate = Fraction(self.fps).limit_denominator(1001)
+            self._stream = self._container.add_stream("libx264", rate=rate)
+            self._stream.width, self._stream.height = width, height
+            self._stream.pix_fmt = "yuv420p"
+            self._stream.options = {"crf": str(self.crf), "preset": "medium"}
+        else:
+            self._cv = cv2.VideoWriter(str(self._tmp), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (width, height))
+            if not self._cv.isOpened():
+                raise RuntimeError(f"{self.path}: OpenCV could not open an mp4v video writer")
+
+    def write(self, frames: np.ndarray) -> None:
+        """Append RGB uint8 frames [T, H, W, 3] (or one [H, W, 3]); H, W are made even."""
+        if frames.ndim == 3:
+            frames = frames[None]
+        h, w = frames.shape[1] // 2 * 2, frames.shape[2] // 2 * 2  # yuv420p needs even sizes
+        frames = frames[:, :h, :w]
+        if self._container is None and self._cv is None:
+            self._open(h, w)
+        for frame in frames:
+            if self._container is not None:
+                import av
+                vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+                for packet in self._stream.encode(vf):
+                    self._container.mux(packet)
+            else:
+                self._cv.write(np.ascontiguousarray(frame[:, :, ::-1]))
+            self.frames += 1
+
+    def close(self, ok: bool = True) -> None:
+        """Flush and move the file into place (``ok``), or discard it."""
+        try:
+            if self._container is not None:
+                if ok:
+                    for packet in self._stream.encode():
+                        self._container.mux(packet)
+                self._container.close()
+            if self._cv is not None:
+                self._cv.release()
+            if ok and self.frames == 0:
+                raise RuntimeError(f"{self.path}: no frames were written")
+            if ok:
+                os.replace(self._tmp, self.path)
+        finally:
+            self._container = self._cv = None
+            if self._tmp.exists():
+                self._tmp.unlink()
+
+    def __enter__(self) -> "VideoWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close(ok=True)
+        else:
+            try:
+                self.close(ok=False)
+            except Exception:  # the original exception matters more
+                pass

@@ -1,0 +1,296 @@
+"""The jobs, as library functions.
+
+Tensor-level generators (:func:`sample_zs`, :func:`stylized_pairs`, :func:`transfer_batches`,
+:func:`interpolation_frames`) take tensors and a ``torch.Generator``; the ``run_*``
+functions add files around them (reading folders, writing outputs atomically, skipping
+outputs that exist, reporting bad inputs and going on).  The defaults here are the official
+scripts' and live only here; the CLI and the drop-in scripts read them from this module.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from . import io
+from .model import DEFAULT_TRUNCATION_MEAN, BlendGAN
+
+log = logging.getLogger("blendgan")
+
+DEFAULT_SEED = 0
+DEFAULT_BATCH_SIZE = 4
+DEFAULT_FORMAT = "jpg"
+PAIRS_PICS = 20
+PAIRS_ADD_WEIGHT_INDEX = 6
+TRANSFER_ADD_WEIGHT_INDEX = 6
+VIDEO_ADD_WEIGHT_INDEX = 7
+VIDEO_STYLES = 8
+VIDEO_FPS = 30
+VIDEO_TRANSITION_STEPS = 20  # sigmoid samples per style change
+VIDEO_HOLD_FRAMES = 10       # frames held on each style, and on the last frame
+
+
+@dataclass
+class JobReport:
+    """What a job did: outputs written, outputs that already existed, inputs that failed."""
+    written: list[Path] = field(default_factory=list)
+    skipped: list[Path] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (input, one-line reason)
+
+    def summary(self) -> str:
+        return (f"{len(self.written)} written, {len(self.skipped)} already present (skipped), "
+                f"{len(self.failed)} failed")
+
+
+def make_generator(seed: int, device: torch.device | str) -> torch.Generator:
+    """A ``torch.Generator`` on ``device`` seeded with ``seed`` (the global RNG is untouched).
+
+    On CUDA this reproduces the random stream of the official scripts, which called
+    ``torch.manual_seed(seed)`` and drew on the GPU.
+    """
+    return torch.Generator(device=torch.device(device)).manual_seed(int(seed))
+
+
+def _batches(n: int, batch_size: int) -> Iterator[slice]:
+    if batch_size < 1:
+        raise ValueError(f"batch size must be >= 1, got {batch_size}")
+    for start in range(0, n, batch_size):
+        yield slice(start, min(start + batch_size, n))
+
+
+# -- tensor level -------------------------------------------------------------------------------
+def sample_zs(n: int, generator: torch.Generator, dim: int = 512) -> torch.Tensor:
+    """``n`` face codes [n, dim], drawn one ``randn(1, dim)`` at a time like the official loop,
+    so results do not depend on the batch size."""
+    return torch.cat([torch.randn(1, dim, generator=generator, device=generator.device) for _ in range(n)])
+
+
+def stylized_pairs(model: BlendGAN, zs: torch.Tensor, z_style: torch.Tensor, *,
+                   truncation: float | None = None, add_weight_index: int | None = PAIRS_ADD_WEIGHT_INDEX,
+                   truncation_latent: torch.Tensor | None = None,
+                   batch_size: int = DEFAULT_BATCH_SIZE) -> Iterator[tuple[slice, torch.Tensor, torch.Tensor]]:
+    """For face codes ``zs`` [P, 512] and one style ``z_style`` [1, 512], yield
+    ``(slice, natural [B, 3, S, S], stylized [B, 3, S, S])`` per batch."""
+    for sl in _batches(zs.shape[0], batch_size):
+        w = model.face_w(zs[sl], truncation, truncation_latent)
+        w_face = w.unsqueeze(1).expand(-1, model.n_latent, -1)
+        w_styl = model.blend(w_face, z_style, add_weight_index)
+        images = model.generator(torch.cat([w_face, w_styl]))
+        b = w.shape[0]
+        yield sl, images[:b], images[b:]
+
+
+def transfer_batches(model: BlendGAN, w_plus: torch.Tensor, z_embed: torch.Tensor, *,
+                     add_weight_index: int | None = TRANSFER_ADD_WEIGHT_INDEX,
+                     batch_size: int = DEFAULT_BATCH_SIZE) -> Iterator[tuple[slice, torch.Tensor]]:
+    """Stylize face codes ``w_plus`` [N, n_latent, 512] with styles ``z_embed`` [N or 1, 512]
+    (paired row by row); yields ``(slice, images [B, 3, S, S])``."""
+    n = w_plus.shape[0]
+    if z_embed.shape[0] == 1:
+        z_embed = z_embed.expand(n, -1)
+    for sl in _batches(n, batch_size):
+        yield sl, model.synthesize(w_plus=w_plus[sl], z_embed=z_embed[sl], add_weight_index=add_weight_index)
+
+
+def transition_alphas(steps: int = VIDEO_TRANSITION_STEPS, hold: int = VIDEO_HOLD_FRAMES) -> list[float]:
+    """Blend factors of one style change: 0, ``steps`` sigmoid samples over [-5, 5), then
+    ``hold`` ones (the official ``get_alphas`` for steps=20, hold=10)."""
+    xs = np.arange(-5, 5, 10 / steps) if steps > 0 else np.zeros(0)
+    return [0.0] + [float(1 / (1 + np.exp(-x))) for x in xs] + [1.0] * hold
+
+
+def interpolation_frames(model: BlendGAN, w_plus: torch.Tensor, z_prev: torch.Tensor, z_next: torch.Tensor,
+                         alphas: Sequence[float], *, add_weight_index: int | None = VIDEO_ADD_WEIGHT_INDEX,
+                         batch_size: int = DEFAULT_BATCH_SIZE) -> Iterator[tuple[slice, torch.Tensor]]:
+    """Frames [B, 3, S, S] of face ``w_plus`` [1, n_latent, 512] while its style moves from
+    ``z_prev`` to ``z_next`` ([1, 512]) by ``lerp`` at each alpha."""
+    a = torch.tensor(list(alphas), dtype=torch.float32, device=model.device).view(-1, 1)
+    for sl in _batches(len(alphas), batch_size):
+        z = torch.lerp(z_prev.expand(a[sl].shape[0], -1), z_next.expand(a[sl].shape[0], -1), a[sl])
+        yield sl, model.synthesize(w_plus=w_plus.expand(z.shape[0], -1, -1), z_embed=z,
+                                   add_weight_index=add_weight_index)
+
+
+def slide_window(prev: np.ndarray, nxt: np.ndarray, alpha: float) -> np.ndarray:
+    """Window of height H sliding down ``prev`` stacked over ``nxt`` (RGB [H, W, 3]) by ``alpha``."""
+    h = prev.shape[0]
+    top = int(h * alpha)
+    return np.concatenate([prev, nxt], axis=0)[top:top + h]
+
+
+# -- file level -----------------------------------------------------------------------------------
+def _out_path(outdir: Path, stem: str, fmt: str) -> Path:
+    if fmt not in io.FORMATS:
+        raise ValueError(f"format must be one of {io.FORMATS}, got {fmt!r}")
+    return outdir / f"{stem}.{fmt}"
+
+
+def _fail(report: JobReport, path, exc: Exception) -> None:
+    reason = str(exc)
+    log.warning("%s", reason if str(path) in reason else f"{path}: {reason}")
+    report.failed.append((str(path), reason))
+
+
+def load_sample_zs(path: str | Path, pics: int, dim: int = 512) -> torch.Tensor:
+    """Face codes saved with ``torch.save``: a tensor [P, dim] / [P, 1, dim] or a list of
+    [1, dim] tensors -> [pics, dim] (the first ``pics``)."""
+    from .checkpoint import load_file
+    obj = load_file(path)
+    if isinstance(obj, (list, tuple)):
+        if not all(isinstance(t, torch.Tensor) for t in obj):
+            raise ValueError(f"{path}: sample_zs list must hold tensors")
+        obj = torch.stack([t.reshape(-1) for t in obj])
+    if not isinstance(obj, torch.Tensor) or obj.numel() % dim:
+        raise ValueError(f"{path}: sample_zs must be a tensor of [P, {dim}] codes")
+    zs = obj.reshape(-1, dim).float()
+    if zs.shape[0] < pics:
+        raise ValueError(f"{path}: holds {zs.shape[0]} codes but --pics is {pics}")
+    return zs[:pics]
+
+
+@torch.inference_mode()
+def run_pairs(model: BlendGAN, outdir: str | Path, pics: int = PAIRS_PICS, style_image: str | Path | None = None,
+              zs: torch.Tensor | None = None, truncation: float | None = None,
+              truncation_mean: int = DEFAULT_TRUNCATION_MEAN, add_weight_index: int | None = PAIRS_ADD_WEIGHT_INDEX,
+              seed: int = DEFAULT_SEED, batch_size: int = DEFAULT_BATCH_SIZE, fmt: str = DEFAULT_FORMAT,
+              overwrite: bool = False, progress: bool = True) -> JobReport:
+    """Write ``{i:06d}.{fmt}`` = [natural | stylized] for ``pics`` random faces.
+
+    The style is ``style_image`` (embedded at its own size) or a random style code.  The
+    random draws follow the official script: the truncation mean (only without a stored
+    ``latent_avg``), then the style code, then one face code per picture.
+    """
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    report = JobReport()
+    g = make_generator(seed, model.device)
+    t = model.default_truncation if truncation is None else truncation
+    t_latent = model.truncation_latent(truncation_mean, g) if t < 1 else None
+    if style_image is not None:
+        z_style = model.embed_style(io.to_tensor(io.read_image(style_image), model.device))
+    else:
+        z_style = torch.randn(1, model.generator.style_dim, generator=g, device=model.device)
+    zs = sample_zs(pics, g, model.generator.style_dim) if zs is None else zs[:pics].to(model.device)
+    paths = [_out_path(outdir, f"{i:06d}", fmt) for i in range(pics)]
+    todo = [i for i, p in enumerate(paths) if overwrite or not p.exists()]
+    report.skipped = [p for p in paths if not overwrite and p.exists()]
+    with tqdm(total=len(todo), desc="pairs", unit="img", disable=not progress) as bar:
+        for sl, natural, stylized in stylized_pairs(model, zs[todo], z_style, truncation=t,
+                                                    add_weight_index=add_weight_index, truncation_latent=t_latent,
+                                                    batch_size=batch_size):
+            for i, a, b in zip(todo[sl], io.to_uint8(natural), io.to_uint8(stylized)):
+                report.written.append(io.write_image(paths[i], io.hstack([a, b]), fmt))
+                bar.update(1)
+    return report
+
+
+@torch.inference_mode()
+def run_transfer(model: BlendGAN, input_dir: str | Path, style_dir: str | Path, outdir: str | Path,
+                 add_weight_index: int | None = TRANSFER_ADD_WEIGHT_INDEX, batch_size: int = DEFAULT_BATCH_SIZE,
+                 fmt: str = DEFAULT_FORMAT, overwrite: bool = False, progress: bool = True) -> JobReport:
+    """Write ``{face}_v_{style}.{fmt}`` = [input | style | output] for every face x style.
+
+    Each face is pSp-encoded once and each style embedded once, both at the image's own
+    size (both networks pool to 256 internally); panels are resized to the model's size.
+    """
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    report = JobReport()
+    faces, styles = io.list_images(input_dir), io.list_images(style_dir)
+    jobs = {(f, s): _out_path(outdir, f"{f.stem}_v_{s.stem}", fmt) for f in faces for s in styles}
+    report.skipped = [p for p in jobs.values() if p.exists() and not overwrite]
+    todo = {k: p for k, p in jobs.items() if overwrite or not p.exists()}
+
+    # Encode each needed style once; keep its code, re-read panels on demand (bounded memory).
+    z_embed: dict[Path, torch.Tensor] = {}
+    for s in dict.fromkeys(s for _, s in todo):
+        try:
+            z_embed[s] = model.embed_style(io.to_tensor(io.read_image(s), model.device))
+        except io.ImageError as exc:
+            _fail(report, s, exc)
+    todo = {(f, s): p for (f, s), p in todo.items() if s in z_embed}
+
+    @functools.lru_cache(maxsize=64)
+    def style_panel(path: Path) -> np.ndarray:
+        return io.resize(io.read_image(path), model.size)
+
+    with tqdm(total=len(todo), desc="transfer", unit="img", disable=not progress) as bar:
+        for f in dict.fromkeys(f for f, _ in todo):
+            f_styles = [s for (ff, s) in todo if ff == f]
+            try:
+                face = io.read_image(f)
+            except io.ImageError as exc:
+                _fail(report, f, exc)
+                bar.update(len(f_styles))
+                continue
+            w_plus = model.encode_face(io.to_tensor(face, model.device))
+            face_panel = io.resize(face, model.size)
+            codes = torch.cat([z_embed[s] for s in f_styles])
+            for sl, images in transfer_batches(model, w_plus.expand(len(f_styles), -1, -1), codes,
+                                               add_weight_index=add_weight_index, batch_size=batch_size):
+                for s, out in zip(f_styles[sl], io.to_uint8(images)):
+                    report.written.append(io.write_image(todo[(f, s)], io.hstack([face_panel, style_panel(s), out]), fmt))
+                    bar.update(1)
+    return report
+
+
+@torch.inference_mode()
+def run_video(model: BlendGAN, input_dir: str | Path, style_dir: str | Path, outdir: str | Path,
+              add_weight_index: int | None = VIDEO_ADD_WEIGHT_INDEX, n_styles: int = VIDEO_STYLES,
+              seed: int = DEFAULT_SEED, fps: float = VIDEO_FPS, transition_steps: int = VIDEO_TRANSITION_STEPS,
+              hold_frames: int = VIDEO_HOLD_FRAMES, batch_size: int = DEFAULT_BATCH_SIZE,
+              overwrite: bool = False, progress: bool = True) -> JobReport:
+    """Write ``{face}.mp4`` per face: [input | sliding style window | output] while the style
+    moves through ``n_styles`` styles picked at random (with repeats, as the official script:
+    ``random.Random(seed).choices``, one draw per face in name order)."""
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    report = JobReport()
+    faces, styles = io.list_images(input_dir), io.list_images(style_dir)
+    if not styles:
+        raise io.ImageError(f"{style_dir}: no style images found")
+    rng = random.Random(seed)
+    alphas = transition_alphas(transition_steps, hold_frames)
+    for f in tqdm(faces, desc="video", unit="video", disable=not progress):
+        chosen = rng.choices(styles, k=n_styles)  # drawn even when skipping, so resumes pick the same
+        out = outdir / f"{f.stem}.mp4"
+        if out.exists() and not overwrite:
+            report.skipped.append(out)
+            continue
+        try:
+            face = io.resize(io.read_image(f), model.size)
+        except io.ImageError as exc:
+            _fail(report, f, exc)
+            continue
+        panels, codes = [], []
+        for s in chosen:
+            try:
+                panel = io.resize(io.read_image(s), model.size)
+            except io.ImageError as exc:
+                _fail(report, s, exc)
+                continue
+            panels.append(panel)
+            codes.append(model.embed_style(io.to_tensor(panel, model.device)))
+        if len(panels) < 2:
+            _fail(report, f, ValueError(f"{f}: needs at least 2 readable style images, got {len(panels)}"))
+            continue
+        w_plus = model.encode_face(io.to_tensor(face, model.device))
+        with io.VideoWriter(out, fps=fps) as writer:
+            last = None
+            for k in range(len(panels) - 1):
+                for sl, images in interpolation_frames(model, w_plus, codes[k], codes[k + 1], alphas,
+                                                       add_weight_index=add_weight_index, batch_size=batch_size):
+                    frames = np.stack([io.hstack([face, slide_window(panels[k], panels[k + 1], a), img])
+                                       for a, img in zip(alphas[sl], io.to_uint8(images))])
+                    writer.write(frames)
+                    last = frames[-1]
+            writer.write(np.repeat(last[None], hold_frames, axis=0))
+        report.written.append(out)
+    return report

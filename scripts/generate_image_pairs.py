@@ -1,0 +1,17 @@
+#!/usr/bin/env python
+"""Drop-in for the official BlendGAN `generate_image_pairs.py`: same flags, same defaults, same output names.
+
+Run `python scripts/generate_image_pairs.py --help`; the work is done by `blendgan.scripts.generate_image_pairs`.
+"""
+import sys
+from pathlib import Path
+
+try:
+    import blendgan  # noqa: F401
+except ImportError:  # running from a checkout without `pip install`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from blendgan.scripts import entry
+
+if __name__ == "__main__":
+    entry("generate_image_pairs")

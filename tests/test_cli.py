@@ -1,0 +1,117 @@
+"""The console command and the drop-in scripts, end to end on the 256px test checkpoints."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from blendgan import io
+from blendgan.cli import main
+from blendgan.scripts import gen_video, generate_image_pairs, style_transfer_folder
+from tests.conftest import ROOT
+
+
+def run_cmd(args, **kw):
+    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=600, **kw)
+
+
+def test_pairs_command(golden_ckpts, tmp_path, capsys):
+    rc = main(["pairs", "--ckpt", str(golden_ckpts.blendgan), "--pics", "2", "--outdir", str(tmp_path),
+               "--device", "cpu", "--quiet", "--format", "png", "--batch-size", "2"])
+    assert rc == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["000000.png", "000001.png"]
+    assert io.read_image(tmp_path / "000000.png").shape == (256, 512, 3)
+
+
+def test_pairs_script_matches_command(golden_ckpts, tmp_path):
+    """The drop-in script (official flags) and the command give the same images."""
+    main(["pairs", "--ckpt", str(golden_ckpts.blendgan), "--pics", "2", "--outdir", str(tmp_path / "cmd"),
+          "--quiet", "--format", "png", "--device", "cpu"])
+    rc = generate_image_pairs(["--ckpt", str(golden_ckpts.blendgan), "--pics", "2", "--size", "256",
+                               "--truncation", "0.75", "--truncation_mean", "4096", "--add_weight_index", "6",
+                               "--channel_multiplier", "2", "--outdir", str(tmp_path / "script"), "--quiet",
+                               "--format", "png", "--device", "cpu"])
+    assert rc == 0
+    for name in ("000000.png", "000001.png"):
+        assert np.array_equal(io.read_image(tmp_path / "cmd" / name), io.read_image(tmp_path / "script" / name))
+
+
+def test_transfer_command_and_script(golden_ckpts, sample_dirs, tmp_path):
+    rc = main(["transfer", "--ckpt", str(golden_ckpts.blendgan), "--psp-encoder", str(golden_ckpts.psp),
+               "--input", str(sample_dirs.faces), "--style", str(sample_dirs.styles), "--outdir", str(tmp_path / "a"),
+               "--quiet", "--device", "cpu"])
+    assert rc == 0
+    expected = sorted(f"{f.stem}_v_{s.stem}.jpg" for f in sample_dirs.faces.iterdir()
+                      for s in sample_dirs.styles.iterdir())
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == expected
+    rc = style_transfer_folder(["--ckpt", str(golden_ckpts.blendgan), "--psp_encoder_ckpt", str(golden_ckpts.psp),
+                                "--input_img_path", str(sample_dirs.faces), "--style_img_path", str(sample_dirs.styles),
+                                "--outdir", str(tmp_path / "b"), "--quiet", "--device", "cpu"])
+    assert rc == 0
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == expected
+    assert io.read_image(tmp_path / "b" / expected[0]).shape == (256, 768, 3)
+
+
+def test_video_command_and_script(golden_ckpts, sample_dirs, tmp_path):
+    face = sorted(sample_dirs.faces.iterdir())[0]
+    common = ["--ckpt", str(golden_ckpts.blendgan), "--styles", "2", "--transition-steps", "2", "--hold-frames", "1",
+              "--quiet", "--device", "cpu", "--batch-size", "4"]
+    assert main(["video", *common, "--psp-encoder", str(golden_ckpts.psp), "--input", str(face),
+                 "--style", str(sample_dirs.styles), "--outdir", str(tmp_path / "a")]) == 0
+    assert gen_video([*common, "--psp_encoder_ckpt", str(golden_ckpts.psp), "--input_img_path", str(face),
+                      "--style_img_path", str(sample_dirs.styles), "--outdir", str(tmp_path / "b")]) == 0
+    for d in ("a", "b"):
+        assert [p.name for p in (tmp_path / d).iterdir()] == [f"{face.stem}.mp4"]
+        assert (tmp_path / d / f"{face.stem}.mp4").stat().st_size > 1000
+
+
+def test_console_script_and_script_file_run_as_processes(golden_ckpts, tmp_path):
+    """`python -m blendgan` and `python scripts/...py` start and work as real processes."""
+    r = run_cmd(["-m", "blendgan", "info", "--weights-dir", str(golden_ckpts.dir)])
+    assert r.returncode == 0, r.stderr
+    assert "op upfirdn2d:" in r.stdout and "op bias_act:" in r.stdout
+    assert "BlendGAN generator 256px" in r.stdout and "pSp encoder, 14 styles" in r.stdout
+    r = run_cmd(["scripts/generate_image_pairs.py", "--ckpt", str(golden_ckpts.blendgan), "--pics", "1",
+                 "--outdir", str(tmp_path), "--quiet", "--device", "cpu"])
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "000000.jpg").exists()
+
+
+def test_missing_weights_one_line_with_instructions(tmp_path, capsys):
+    rc = main(["pairs", "--ckpt", str(tmp_path / "blendgan.pt"), "--outdir", str(tmp_path), "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2
+    assert len(err.splitlines()) == 1 and "blendgan download" in err and "blendgan.pt" in err
+
+
+def test_size_flag_checked(golden_ckpts, tmp_path, capsys):
+    rc = style_transfer_folder(["--ckpt", str(golden_ckpts.blendgan), "--psp_encoder_ckpt", str(golden_ckpts.psp),
+                                "--input_img_path", str(tmp_path), "--style_img_path", str(tmp_path),
+                                "--size", "1024", "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "--size 1024" in err
+
+
+def test_failed_input_gives_exit_status_1(golden_ckpts, sample_dirs, tmp_path, capsys):
+    faces = tmp_path / "faces"
+    faces.mkdir()
+    (faces / "corrupt.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    rc = main(["transfer", "--ckpt", str(golden_ckpts.blendgan), "--psp-encoder", str(golden_ckpts.psp),
+               "--input", str(faces), "--style", str(sample_dirs.styles), "--outdir", str(tmp_path / "o"), "--quiet"])
+    assert rc == 1
+    assert "corrupt.jpg" in capsys.readouterr().err
+
+
+def test_info_without_weights(tmp_path, capsys):
+    assert main(["info", "--weights-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "not found" in out and "blendgan download" in out
+
+
+def test_help_of_every_command():
+    for args in (["--help"], ["pairs", "--help"], ["transfer", "--help"], ["video", "--help"], ["info", "--help"],
+                 ["download", "--help"]):
+        with pytest.raises(SystemExit) as e:
+            main(args)
+        assert e.value.code == 0

@@ -1,0 +1,338 @@
+"""Custom ops: upfirdn2d and fused bias + activation, against independent references.
+
+The references here are deliberately naive (explicit loops over output pixels and filter
+taps, written from the textbook definitions) so that they share no code or tricks with
+``blendgan.ops``.
+"""
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from blendgan import ops
+from blendgan.ops import _build, fused_bias_act, fused_bias_act_ref, fused_leaky_relu, upfirdn2d, upfirdn2d_ref
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# -- independent slow upfirdn2d ---------------------------------------------------------------
+def slow_upfirdn2d(x: np.ndarray, f: np.ndarray, upx: int, upy: int, downx: int, downy: int,
+                   px0: int, px1: int, py0: int, py1: int) -> np.ndarray:
+    """Upsample by zero insertion, pad (negative = crop), true 2-D convolution, decimate."""
+    if f.ndim == 1:
+        f = np.outer(f, f)
+    n, c, h, w = x.shape
+    kh, kw = f.shape
+    # 1. zero-insertion upsampling: sample (i, j) goes to (i*upy, j*upx)
+    uh, uw = h * upy, w * upx
+    up = np.zeros((n, c, uh, uw))
+    for i in range(h):
+        for j in range(w):
+            up[:, :, i * upy, j * upx] = x[:, :, i, j]
+    # 2. padded/cropped canvas: canvas row r holds upsampled row r - py0 (zero outside)
+    ph, pw = uh + py0 + py1, uw + px0 + px1
+    canvas = np.zeros((n, c, ph, pw))
+    for r in range(ph):
+        for s in range(pw):
+            sr, ss = r - py0, s - px0
+            if 0 <= sr < uh and 0 <= ss < uw:
+                canvas[:, :, r, s] = up[:, :, sr, ss]
+    # 3. true convolution, 'valid' part: y[i, j] = sum_{m, l} canvas[m, l] * f[i + kh-1 - m, j + kw-1 - l]
+    oh, ow = ph - kh + 1, pw - kw + 1
+    conv = np.zeros((n, c, oh, ow))
+    for i in range(oh):
+        for j in range(ow):
+            acc = np.zeros((n, c))
+            for m in range(i, i + kh):
+                for l in range(j, j + kw):
+                    acc += canvas[:, :, m, l] * f[i + kh - 1 - m, j + kw - 1 - l]
+            conv[:, :, i, j] = acc
+    # 4. decimation: keep every down-th sample starting at 0
+    return conv[:, :, ::downy, ::downx]
+
+
+def _pair(v):
+    return (v, v) if isinstance(v, int) else tuple(v)
+
+
+def _pad4(pad):
+    return (pad[0], pad[1], pad[0], pad[1]) if len(pad) == 2 else tuple(pad)
+
+
+# (shape [N, C, H, W], filter shape (1-D: (k,)), up, down, pad)
+CASES = [
+    ((1, 1, 5, 5), (3, 3), 1, 1, (1, 1)),
+    ((3, 2, 5, 7), (4, 4), 2, 1, (2, 1)),            # StyleGAN2 upsample (pad (2, 1))
+    ((3, 4, 8, 6), (4, 4), 1, 2, (1, 1)),            # StyleGAN2 downsample
+    ((1, 3, 7, 9), (3, 5), 1, 1, (2, 2, 1, 1)),       # non-square filter, 4-tuple pad
+    ((2, 2, 6, 5), (5, 2), (2, 1), 1, (0, 1, 2, 2)),  # up_x != up_y
+    ((2, 2, 6, 5), (3, 3), (1, 2), (2, 1), (1, 1)),   # up_y only, down_x only
+    ((3, 1, 9, 8), (4,), 2, 2, (1, 2)),               # 1-D filter, up and down
+    ((1, 2, 7, 7), (5, 5), 1, 1, (-1, 3)),            # negative pad crops on one side
+    ((2, 3, 9, 11), (3, 3), 1, 1, (-2, -1, 1, -2)),   # crops and pads mixed, 4-tuple
+    ((1, 1, 6, 6), (3, 3), 2, 1, (-1, -2)),           # crop after upsampling
+    ((3, 2, 5, 4), (1, 1), 1, 1, (0, 0)),             # identity-size filter
+    ((1, 2, 11, 13), (7, 3), 1, (2, 3), (3, 3, 1, 1)),  # odd filter, uneven decimation
+    ((2, 5, 3, 3), (4, 3), 2, 2, (2, 1)),              # tiny input, several channels
+]
+
+
+@pytest.mark.parametrize("shape,fshape,up,down,pad", CASES)
+def test_upfirdn2d_ref_matches_slow_reference(shape, fshape, up, down, pad):
+    gen = torch.Generator().manual_seed(hash((shape, fshape)) % 2**31)
+    x = torch.randn(shape, generator=gen, dtype=torch.float64)
+    f = torch.randn(fshape, generator=gen, dtype=torch.float64)  # asymmetric: the flip matters
+    upx, upy = _pair(up)
+    downx, downy = _pair(down)
+    px0, px1, py0, py1 = _pad4(pad)
+
+    out = upfirdn2d_ref(x, f, up=up, down=down, pad=pad)
+    want = slow_upfirdn2d(x.numpy(), f.numpy(), upx, upy, downx, downy, px0, px1, py0, py1)
+
+    kh, kw = (fshape[0], fshape[0]) if len(fshape) == 1 else fshape
+    n, c, h, w = shape
+    assert tuple(out.shape) == (n, c, (h * upy + py0 + py1 - kh) // downy + 1,
+                                (w * upx + px0 + px1 - kw) // downx + 1)
+    assert tuple(out.shape) == want.shape
+    np.testing.assert_allclose(out.numpy(), want, rtol=1e-10, atol=1e-10)
+    # the public entry point takes the reference path for CPU tensors
+    assert torch.equal(upfirdn2d(x, f, up=up, down=down, pad=pad), out)
+
+
+def test_upfirdn2d_ref_float32_matches_float64():
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 3, 8, 8, generator=gen)
+    f = torch.randn(4, 4, generator=gen)
+    out32 = upfirdn2d_ref(x, f, up=2, down=1, pad=(2, 1))
+    out64 = upfirdn2d_ref(x.double(), f.double(), up=2, down=1, pad=(2, 1))
+    assert out32.dtype == torch.float32
+    torch.testing.assert_close(out32.double(), out64, rtol=1e-5, atol=1e-5)
+
+
+def test_upfirdn2d_known_special_cases():
+    """Closed-form cases that need no reference implementation at all."""
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(2, 3, 5, 6, generator=gen, dtype=torch.float64)
+    # identity filter
+    assert torch.equal(upfirdn2d_ref(x, torch.ones(1, 1, dtype=torch.float64)), x)
+    # box filter after zero insertion == nearest-neighbour upsampling
+    near = upfirdn2d_ref(x, torch.ones(2, 2, dtype=torch.float64), up=2, pad=(1, 0))
+    assert torch.equal(near, x.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3))
+    # averaging filter then decimation == 2x2 average pooling
+    y = torch.randn(1, 2, 8, 6, generator=gen, dtype=torch.float64)
+    pooled = upfirdn2d_ref(y, torch.full((2, 2), 0.25, dtype=torch.float64), down=2)
+    torch.testing.assert_close(pooled, F.avg_pool2d(y, 2))
+    # a delta filter off-centre shifts (true convolution: delta at (1, 0) of a 2x2 filter)
+    delta = torch.zeros(2, 2, dtype=torch.float64)
+    delta[1, 0] = 1
+    # pad (1, 0) on both axes: canvas[r, s] = x[r-1, s-1], output [H, W],
+    # y[i, j] = sum_{m,l} canvas[m, l] f[i+1-m, j+1-l] = canvas[i, j+1] = x[i-1, j]
+    shifted = upfirdn2d_ref(x, delta, pad=(1, 0))
+    assert shifted.shape == x.shape
+    assert torch.equal(shifted[:, :, 1:, :], x[:, :, :-1, :])
+    assert torch.equal(shifted[:, :, 0, :], torch.zeros_like(x[:, :, 0, :]))
+
+
+def test_upfirdn2d_one_d_filter_is_outer_product():
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(1, 2, 7, 7, generator=gen, dtype=torch.float64)
+    k = torch.tensor([1.0, 3.0, 2.0], dtype=torch.float64)
+    torch.testing.assert_close(upfirdn2d_ref(x, k, up=2, pad=(1, 1)),
+                               upfirdn2d_ref(x, torch.outer(k, k), up=2, pad=(1, 1)))
+
+
+@pytest.mark.parametrize("x_shape,f_shape,kwargs,match", [
+    ((3, 8, 8), (3, 3), {}, r"\[N, C, H, W\]"),
+    ((1, 1, 8, 8), (3, 3, 1), {}, "filter"),
+    ((1, 1, 8, 8), (3, 3), {"pad": (1, 1, 1)}, "pad must have 2 or 4"),
+    ((1, 1, 8, 8), (3, 3), {"up": 0}, ">= 1"),
+    ((1, 1, 8, 8), (3, 3), {"down": (1, 0)}, ">= 1"),
+])
+def test_upfirdn2d_rejects_bad_inputs(x_shape, f_shape, kwargs, match):
+    x, f = torch.zeros(x_shape), torch.ones(f_shape)
+    for fn in (upfirdn2d_ref, upfirdn2d):
+        with pytest.raises(ValueError, match=match):
+            fn(x, f, **kwargs)
+
+
+# -- backend selection ------------------------------------------------------------------------
+def test_forced_ref_mode(monkeypatch):
+    monkeypatch.setenv("BLENDGAN_OPS", "ref")
+    assert _build.mode() == "ref"
+    info = ops.backend_info()
+    assert set(info) == {"bias_act", "upfirdn2d"}
+    assert all(v.startswith("ref") and "BLENDGAN_OPS=ref" in v for v in info.values())
+    gen = torch.Generator().manual_seed(4)
+    x = torch.randn(2, 3, 6, 6, generator=gen)
+    f = torch.randn(4, 4, generator=gen)
+    assert torch.equal(upfirdn2d(x, f, up=2, pad=(2, 1)), upfirdn2d_ref(x, f, up=2, pad=(2, 1)))
+    b = torch.randn(3, generator=gen)
+    assert torch.equal(fused_bias_act(x, b), fused_bias_act_ref(x, b))
+
+
+@pytest.mark.parametrize("value", ["CUDA ", " Ref", ""])
+def test_mode_is_case_and_space_insensitive(monkeypatch, value):
+    monkeypatch.setenv("BLENDGAN_OPS", value)
+    assert _build.mode() == (value.strip().lower() or "auto")
+
+
+def test_invalid_mode_raises_naming_variable(monkeypatch):
+    monkeypatch.setenv("BLENDGAN_OPS", "fast")
+    with pytest.raises(ValueError, match="BLENDGAN_OPS") as excinfo:
+        _build.mode()
+    assert "fast" in str(excinfo.value)
+    with pytest.raises(ValueError, match="BLENDGAN_OPS"):
+        ops.backend_info()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only behaviour")
+def test_cpu_only_backend_info_and_no_build(monkeypatch, tmp_path):
+    cache = tmp_path / "ops-cache"
+    monkeypatch.setenv("BLENDGAN_CACHE_DIR", str(cache))
+    monkeypatch.delenv("BLENDGAN_OPS", raising=False)
+    assert _build.cache_root() == cache
+
+    def no_build(name, verbose=False):
+        raise AssertionError(f"a build of {name!r} was attempted on a CPU-only machine")
+
+    monkeypatch.setattr(_build, "build", no_build)
+    for kwargs in ({}, {"build_now": True}):
+        info = ops.backend_info(**kwargs)
+        assert set(info) == {"bias_act", "upfirdn2d"}
+        for value in info.values():
+            assert value.startswith("ref (") and value.endswith(")") and len(value) > len("ref ()") + 5
+            assert "CUDA" in value
+    x = torch.randn(1, 2, 4, 4)
+    upfirdn2d(x, torch.ones(3, 3), pad=(1, 1))
+    fused_bias_act(x, torch.zeros(2))
+    fused_leaky_relu(x)
+    assert not cache.exists()
+    assert "bias_act" not in _build._modules and "upfirdn2d" not in _build._modules
+
+
+def test_import_compiles_nothing(tmp_path):
+    """In a fresh interpreter: importing blendgan(.ops) and running CPU ops never touches
+    torch.utils.cpp_extension and never creates the build cache."""
+    cache = tmp_path / "cache"
+    script = textwrap.dedent("""
+        import sys
+        import torch
+        assert "torch.utils.cpp_extension" not in sys.modules, "torch itself imported cpp_extension"
+        import blendgan.ops as ops
+        import blendgan
+        from blendgan.models import Generator
+        assert "torch.utils.cpp_extension" not in sys.modules, "import pulled in cpp_extension"
+        x = torch.randn(1, 2, 5, 5)
+        ops.upfirdn2d(x, torch.ones(4, 4), up=2, pad=(2, 1))
+        ops.fused_bias_act(x, torch.zeros(2))
+        ops.backend_info()
+        if not torch.cuda.is_available():
+            assert "torch.utils.cpp_extension" not in sys.modules, "CPU ops pulled in cpp_extension"
+        print("OK")
+    """)
+    env = dict(os.environ, BLENDGAN_CACHE_DIR=str(cache), PYTHONPATH=str(ROOT))
+    env.pop("BLENDGAN_OPS", None)
+    res = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
+                         cwd=tmp_path, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip().endswith("OK")
+    assert not cache.exists()
+
+
+# -- fused bias + activation ------------------------------------------------------------------
+def _lrelu(v: np.ndarray, alpha: float) -> np.ndarray:
+    return np.where(v >= 0, v, alpha * v)
+
+
+@pytest.mark.parametrize("fn", [fused_bias_act_ref, fused_bias_act])
+@pytest.mark.parametrize("shape", [(4, 6), (2, 6, 3, 5)])
+@pytest.mark.parametrize("act,alpha,gain", [("lrelu", 0.2, math.sqrt(2)), ("relu", 0.0, math.sqrt(2)),
+                                            ("linear", None, 1.0)])
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_fused_bias_act_defaults(fn, shape, act, alpha, gain, with_bias):
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(shape, generator=gen, dtype=torch.float64)
+    b = torch.randn(shape[1], generator=gen, dtype=torch.float64) if with_bias else None
+    xn = x.numpy()
+    v = xn + (b.numpy().reshape([1, -1] + [1] * (x.ndim - 2)) if with_bias else 0)
+    want = (v if act == "linear" else _lrelu(v, alpha)) * gain
+    out = fn(x, b, act)
+    assert out.shape == x.shape and out.dtype == x.dtype
+    np.testing.assert_allclose(out.numpy(), want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("fn", [fused_bias_act_ref, fused_bias_act])
+def test_fused_bias_act_custom_alpha_gain_and_dim(fn):
+    gen = torch.Generator().manual_seed(6)
+    x = torch.randn(2, 3, 4, 5, generator=gen)
+    b = torch.randn(5, generator=gen)
+    out = fn(x, b, "lrelu", alpha=0.05, gain=3.0, dim=3)
+    want = _lrelu(x.numpy() + b.numpy().reshape(1, 1, 1, 5), 0.05) * 3.0
+    np.testing.assert_allclose(out.numpy(), want, rtol=1e-6, atol=1e-6)
+    b2 = torch.randn(4, generator=gen)
+    out = fn(x, b2, "relu", gain=0.5, dim=2)
+    want = np.maximum(x.numpy() + b2.numpy().reshape(1, 1, 4, 1), 0) * 0.5
+    np.testing.assert_allclose(out.numpy(), want, rtol=1e-6, atol=1e-6)
+    # gain 1 keeps values; alpha affects negatives only
+    out = fn(x, None, "lrelu", alpha=1.0, gain=1.0)
+    torch.testing.assert_close(out, x)
+
+
+def test_fused_leaky_relu_is_stylegan2_formula():
+    gen = torch.Generator().manual_seed(7)
+    x = torch.randn(3, 4, 2, 2, generator=gen)
+    b = torch.randn(4, generator=gen)
+    want = F.leaky_relu(x + b.view(1, 4, 1, 1), 0.2) * math.sqrt(2)
+    torch.testing.assert_close(fused_leaky_relu(x, b), want)
+    torch.testing.assert_close(fused_leaky_relu(x), F.leaky_relu(x, 0.2) * math.sqrt(2))
+    torch.testing.assert_close(fused_leaky_relu(x, b, negative_slope=0.1, scale=2.0),
+                               F.leaky_relu(x + b.view(1, 4, 1, 1), 0.1) * 2.0)
+    # 2-D input (EqualLinear style): bias along dim 1
+    y = torch.randn(5, 4, generator=gen)
+    torch.testing.assert_close(fused_leaky_relu(y, b), F.leaky_relu(y + b, 0.2) * math.sqrt(2))
+
+
+@pytest.mark.parametrize("fn", [fused_bias_act_ref, fused_bias_act])
+def test_fused_bias_act_unknown_activation(fn):
+    with pytest.raises(ValueError, match="unknown activation 'gelu'"):
+        fn(torch.zeros(2, 3), None, "gelu")
+
+
+def test_bias_is_cast_to_input_dtype():
+    x = torch.randn(2, 3, dtype=torch.float64)
+    b = torch.randn(3, dtype=torch.float32)
+    out = fused_bias_act_ref(x, b, "linear")
+    assert out.dtype == torch.float64
+    torch.testing.assert_close(out, x + b.double())
+
+
+# -- gradients --------------------------------------------------------------------------------
+@pytest.mark.parametrize("act", ["lrelu", "relu", "linear"])
+def test_fused_bias_act_ref_gradcheck(act):
+    gen = torch.Generator().manual_seed(8)
+    # keep x + b away from the kink at 0 so finite differences are valid
+    x = torch.randn(2, 3, 3, 3, generator=gen, dtype=torch.float64)
+    x = (x + 0.2 * x.sign()).requires_grad_()
+    b = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+    fn = lambda x, b: fused_bias_act_ref(x, b, act, alpha=0.2 if act == "lrelu" else None, gain=1.7)
+    assert torch.autograd.gradcheck(fn, (x, b))
+    assert torch.autograd.gradgradcheck(fn, (x, b))
+
+
+@pytest.mark.parametrize("up,down,pad", [(1, 1, (1, 1)), (2, 1, (2, 1)), (1, 2, (1, 1)), ((2, 1), (1, 2), (0, 1, -1, 2))])
+def test_upfirdn2d_ref_gradcheck(up, down, pad):
+    gen = torch.Generator().manual_seed(9)
+    x = torch.randn(2, 2, 5, 4, generator=gen, dtype=torch.float64, requires_grad=True)
+    f = torch.randn(4, 3, generator=gen, dtype=torch.float64, requires_grad=True)
+    fn = lambda x, f: upfirdn2d_ref(x, f, up=up, down=down, pad=pad)
+    assert torch.autograd.gradcheck(fn, (x, f))
+    assert torch.autograd.gradgradcheck(fn, (x, f))
