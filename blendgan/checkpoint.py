@@ -44,6 +44,7 @@ class GeneratorConfig:
     n_mlp: int
     channel_multiplier: int
     style_encoder: bool
+    channels: tuple[tuple[int, int], ...] = ()  # (resolution, width) pairs read from the weights
 
 
 def _short(keys, limit: int = 3) -> str:
@@ -140,9 +141,9 @@ def infer_generator_config(sd: dict, path="checkpoint") -> GeneratorConfig:
         size = 2 ** (n_rgbs + 2)
         style_dim = int(sd["style.1.weight"].shape[0])
         n_mlp = len({k.split(".")[1] for k in sd if re.match(r"^style\.\d+\.weight$", k)})
-        channel_multiplier = 2
-        if size >= 64:
-            channel_multiplier = max(1, int(sd["to_rgbs.3.conv.weight"].shape[2]) // 256)
+        channels = {4: int(sd["input.input"].shape[1])}
+        channels.update({2 ** (i + 3): int(sd[f"to_rgbs.{i}.conv.weight"].shape[2]) for i in range(n_rgbs)})
+        channel_multiplier = max(1, channels[64] // 256) if size >= 64 else 2
     except (KeyError, IndexError, AttributeError) as exc:
         raise CheckpointError(f"{path}: not a BlendGAN generator: cannot read its configuration "
                               f"(missing {exc})") from None
@@ -150,7 +151,8 @@ def infer_generator_config(sd: dict, path="checkpoint") -> GeneratorConfig:
         raise CheckpointError(f"{path}: not a BlendGAN generator: no 'to_rgbs.*' or 'style.*' layers")
     return GeneratorConfig(size=size, style_dim=style_dim, n_mlp=n_mlp,
                            channel_multiplier=channel_multiplier,
-                           style_encoder=any(k.startswith("embedder.") for k in sd))
+                           style_encoder=any(k.startswith("embedder.") for k in sd),
+                           channels=tuple(sorted(channels.items())))
 
 
 def n_latent_to_size(n_latent: int) -> int:
@@ -186,7 +188,8 @@ def load_generator(path: str | os.PathLike, size: int | None = None,
         raise CheckpointError(f"{path}: has channel multiplier {config.channel_multiplier} but "
                               f"{channel_multiplier} was given")
     gen = _meta_build(Generator, config.size, style_dim=config.style_dim, n_mlp=config.n_mlp,
-                      channel_multiplier=config.channel_multiplier, style_encoder=config.style_encoder)
+                      channel_multiplier=config.channel_multiplier, style_encoder=config.style_encoder,
+                      channels=dict(config.channels))
     _check_and_assign(gen, _float32(sd), path, f"{config.size}px BlendGAN generator")
     latent_avg = extras.get("latent_avg")
     if latent_avg is not None:

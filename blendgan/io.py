@@ -177,6 +177,8 @@ class VideoWriter:
         self.backend = backend or video_backend()
         self._tmp = temp_beside(self.path)
         self._container = self._stream = self._cv = None
+        self._closed = False
+        self._size: tuple[int, int] | None = None
         self.frames = 0
 
     def _open(self, height: int, width: int) -> None:
@@ -200,8 +202,12 @@ class VideoWriter:
             frames = frames[None]
         h, w = frames.shape[1] // 2 * 2, frames.shape[2] // 2 * 2  # yuv420p needs even sizes
         frames = frames[:, :h, :w]
-        if self._container is None and self._cv is None:
+        if self._size is None:
             self._open(h, w)
+            self._size = (h, w)
+        elif self._size != (h, w):
+            raise ValueError(f"{self.path}: frame size {w}x{h} differs from the video's "
+                             f"{self._size[1]}x{self._size[0]}")
         for frame in frames:
             if self._container is not None:
                 import av
@@ -213,7 +219,10 @@ class VideoWriter:
             self.frames += 1
 
     def close(self, ok: bool = True) -> None:
-        """Flush and move the file into place (``ok``), or discard it."""
+        """Flush and move the file into place (``ok``), or discard it.  Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
         try:
             if self._container is not None:
                 if ok:

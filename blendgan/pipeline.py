@@ -82,7 +82,8 @@ def stylized_pairs(model: BlendGAN, zs: torch.Tensor, z_style: torch.Tensor, *,
         w = model.face_w(zs[sl], truncation, truncation_latent)
         w_face = w.unsqueeze(1).expand(-1, model.n_latent, -1)
         w_styl = model.blend(w_face, z_style, add_weight_index)
-        images = model.generator(torch.cat([w_face, w_styl]))
+        # rows below add_weight_index are pure face in both: those layers run once
+        images = model.generator(torch.cat([w_face, w_styl]), shared=add_weight_index or 0, branches=2)
         b = w.shape[0]
         yield sl, images[:b], images[b:]
 

@@ -228,14 +228,6 @@ def test_uint8_round_trip_within_one_level():
     np.testing.assert_array_equal(back, want)
 
 
-@pytest.mark.xfail(reason="official truncation semantics: values 1..95 come back one level lower "
-                          "(e.g. 1 -> 0); see test_uint8_round_trip_within_one_level", strict=True)
-def test_uint8_round_trip_exact():
-    v = np.arange(256, dtype=np.uint8)
-    img = np.stack([v.reshape(16, 16)] * 3, -1)
-    np.testing.assert_array_equal(io.to_uint8(io.to_tensor(img))[0], img)
-
-
 # -- atomic writes ----------------------------------------------------------------------------
 def _leftovers(folder):
     return sorted(p.name for p in folder.rglob("*") if ".part" in p.name)
@@ -438,9 +430,6 @@ def test_video_opencv_fallback(tmp_path):
         assert np.abs(bgr[:, :, ::-1].reshape(-1, 3).mean(0) - want).max() < 12
 
 
-@pytest.mark.xfail(reason="library bug: VideoWriter.close() is not idempotent; an explicit close() inside "
-                          "`with` makes __exit__ call os.replace on the already-moved temp file "
-                          "(FileNotFoundError)", strict=True)
 def test_video_explicit_close_inside_with(tmp_path):
     pytest.importorskip("av")
     path = tmp_path / "v.mp4"
@@ -450,8 +439,6 @@ def test_video_explicit_close_inside_with(tmp_path):
     assert path.is_file()
 
 
-@pytest.mark.xfail(reason="library bug: the opencv backend silently drops frames whose size differs from "
-                          "the first frame while VideoWriter.frames still counts them", strict=True)
 def test_video_opencv_frame_size_change_is_not_silent(tmp_path):
     path = tmp_path / "v.mp4"
     try:

@@ -7,7 +7,7 @@ State-dict keys are those of the official ``g_ema``: ``style.*`` (face mapping),
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import torch
 from torch import nn
@@ -39,14 +39,15 @@ def mapping_network(style_dim: int, n_mlp: int, lr_mul: float) -> nn.Sequential:
 class Generator(nn.Module):
     """StyleGAN2 generator with BlendGAN's weighted blending module (WBM).
 
-    ``size``: output resolution (power of two, 8..1024).  ``n_latent`` W+ vectors of
+    ``size``: output resolution (power of two, 8..1024); widths per resolution come from
+    ``channel_multiplier`` (config F) or an explicit ``channels`` mapping.  ``n_latent`` W+ vectors of
     ``style_dim`` drive the synthesis: W+ index 0 -> conv1, 1 -> to_rgb1, then for each
     resolution (2i+1, 2i+2) -> its two convs and 2i+3 -> its ToRGB.
     """
 
     def __init__(self, size: int, style_dim: int = 512, n_mlp: int = 8, channel_multiplier: int = 2,
                  blur_kernel: Sequence[float] = BLUR_KERNEL, lr_mlp: float = 0.01,
-                 style_encoder: bool = True):
+                 style_encoder: bool = True, channels: Mapping[int, int] | None = None):
         super().__init__()
         if size < 8 or size & (size - 1):
             raise ValueError(f"size must be a power of two >= 8, got {size}")
@@ -55,7 +56,8 @@ class Generator(nn.Module):
         self.log_size = int(math.log2(size))
         self.n_latent = n_latent_for(size)
         self.num_layers = (self.log_size - 2) * 2 + 1
-        self.channels = channel_table(channel_multiplier)
+        # ``channels`` (resolution -> width) overrides the config-F table, e.g. for narrow test models
+        self.channels = dict(channel_table(channel_multiplier) if channels is None else channels)
 
         if style_encoder:
             self.embedder = StyleEncoder(style_dim=style_dim, n_mlp=4)
@@ -126,22 +128,50 @@ class Generator(nn.Module):
                 for n in self.stored_noise()]
 
     # -- synthesis -------------------------------------------------------------------------
-    def forward(self, w_plus: torch.Tensor, noise: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
+    def forward(self, w_plus: torch.Tensor, noise: Sequence[torch.Tensor] | None = None,
+                shared: int = 0, branches: int = 1) -> torch.Tensor:
         """Synthesis network: W+ [N, n_latent, style_dim] -> image [N, 3, size, size].
 
         ``noise``: one map per layer ([1 or N, 1, r, r]); default the stored buffers.
+        ``branches`` > 1 declares ``w_plus`` as that many stacked groups of N/branches rows
+        that agree on W+ entries [0, ``shared``): the layers reading only those entries run
+        once, on the first group, and their activations are then repeated (e.g. a natural
+        and a stylized image share the layers below ``add_weight_index``).
         """
         if w_plus.ndim != 3 or w_plus.shape[1] != self.n_latent:
             raise ValueError(f"w_plus must be [N, {self.n_latent}, {self.style_dim}], got {tuple(w_plus.shape)}")
+        if w_plus.shape[0] % branches:
+            raise ValueError(f"batch {w_plus.shape[0]} is not divisible into {branches} branches")
         noise = self.stored_noise() if noise is None else list(noise)
-        out = self.input(w_plus.shape[0])
-        out = self.conv1(out, w_plus[:, 0], noise[0])
-        skip = self.to_rgb1(out, w_plus[:, 1])
+        full = w_plus.shape[0]
+        w = w_plus[:full // branches] if branches > 1 and shared > 0 else w_plus
+        out = self.input(w.shape[0])
+        if not w_plus.is_cuda:  # oneDNN convolutions are markedly faster in NHWC on CPU
+            out = out.contiguous(memory_format=torch.channels_last)
+        skip = None
+
+        def widen(index: int) -> None:
+            """Before a layer reading W+ row ``index``: repeat the shared part over the branches."""
+            nonlocal w, out, skip
+            if w.shape[0] != full and index >= shared:
+                w = w_plus
+                out = out.repeat(branches, 1, 1, 1)
+                skip = None if skip is None else skip.repeat(branches, 1, 1, 1)
+
+        def noise_for(n: torch.Tensor) -> torch.Tensor:
+            return n if n.shape[0] == 1 else n[:w.shape[0]]
+
+        out = self.conv1(out, w[:, 0], noise_for(noise[0]))
+        widen(1)
+        skip = self.to_rgb1(out, w[:, 1])
         i = 1
         for conv_up, conv, n1, n2, to_rgb in zip(self.convs[::2], self.convs[1::2], noise[1::2],
                                                   noise[2::2], self.to_rgbs):
-            out = conv_up(out, w_plus[:, i], n1)
-            out = conv(out, w_plus[:, i + 1], n2)
-            skip = to_rgb(out, w_plus[:, i + 2], skip)
+            widen(i)
+            out = conv_up(out, w[:, i], noise_for(n1))
+            widen(i + 1)
+            out = conv(out, w[:, i + 1], noise_for(n2))
+            widen(i + 2)
+            skip = to_rgb(out, w[:, i + 2], skip)
             i += 2
-        return skip
+        return skip.contiguous()

@@ -1,0 +1,539 @@
+"""Shared pieces of the training commands: processes, seeds, checkpoints, logging, stopping.
+
+Nothing here seeds or reads the global RNG for training randomness: every stream is a
+``torch.Generator`` seeded from ``(seed, purpose, rank)`` by :func:`derive_seed`, and its state
+is saved in the checkpoints.  Random weight initialisation (which PyTorch draws from the
+global RNG) runs inside :func:`seeded_init`, which restores the global state afterwards.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import logging
+import math
+import os
+import shutil
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from .. import io
+from ..checkpoint import CheckpointError, load_file
+
+log = logging.getLogger("blendgan")
+
+CHECKPOINT_DIR = "checkpoints"
+LATEST = "latest.pt"
+
+
+class TrainError(ValueError):
+    """A user-facing training failure (bad flag, dataset or checkpoint): one line."""
+
+
+# -- processes ----------------------------------------------------------------------------------
+@dataclass
+class DistEnv:
+    """Where this process stands: ``rank`` of ``world`` processes, its ``device``."""
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def distributed(self) -> bool:
+        return self.world > 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.distributed:
+            dist.barrier()
+
+
+def setup_distributed(device: str = "auto") -> DistEnv:
+    """Join the process group when launched with ``WORLD_SIZE`` > 1 (torchrun sets it).
+
+    Backend: NCCL on CUDA, gloo on the CPU; rendezvous from the environment (``env://``).
+    ``device``: ``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``; with several
+    processes on CUDA each uses ``cuda:LOCAL_RANK``.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise TrainError(f"--device {device}: CUDA is not available on this machine")
+        if world > 1 or dev.index is None:
+            dev = torch.device("cuda", local_rank if world > 1 else torch.cuda.current_device())
+        torch.cuda.set_device(dev)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", init_method="env://")
+        world, rank = dist.get_world_size(), dist.get_rank()
+    return DistEnv(rank=rank, world=world, local_rank=local_rank, device=dev)
+
+
+def cleanup_distributed(env: DistEnv) -> None:
+    if env.distributed and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def all_reduce_mean(values: torch.Tensor, env: DistEnv) -> torch.Tensor:
+    """Average a tensor over the processes (identity for one process)."""
+    if env.distributed:
+        values = values.clone()
+        dist.all_reduce(values)
+        values /= env.world
+    return values
+
+
+def any_process(flag: bool, env: DistEnv) -> bool:
+    """True on every process when ``flag`` is true on any of them."""
+    if not env.distributed:
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=env.device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item() > 0)
+
+
+def gather_objects(obj: Any, env: DistEnv) -> list:
+    """``[obj of rank 0, obj of rank 1, ...]`` on every process."""
+    if not env.distributed:
+        return [obj]
+    out: list = [None] * env.world
+    dist.all_gather_object(out, obj)
+    return out
+
+
+# -- randomness ---------------------------------------------------------------------------------
+def derive_seed(seed: int, *parts: int | str) -> int:
+    """A 63-bit seed from the user's ``seed`` and a purpose (strings and ints), stable across runs."""
+    words = [int(seed) & 0xFFFFFFFF]
+    for p in parts:
+        if isinstance(p, str):
+            words.append(int.from_bytes(hashlib.sha1(p.encode()).digest()[:4], "little"))
+        else:
+            words.append(int(p) & 0xFFFFFFFF)
+    state = np.random.SeedSequence(words).generate_state(2, dtype=np.uint32)
+    return (int(state[0]) << 31 | int(state[1]) >> 1) & ((1 << 63) - 1)
+
+
+def make_generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """A ``torch.Generator`` on ``device`` seeded with ``seed``."""
+    return torch.Generator(device=device).manual_seed(seed)
+
+
+@contextlib.contextmanager
+def seeded_init(seed: int) -> Iterator[None]:
+    """Build modules with a reproducible random initialisation without touching the global RNG.
+
+    PyTorch's initialisers draw from the (CPU) global generator; inside this block it is
+    seeded with ``seed`` and restored on exit (``torch.random.fork_rng``).  Build on the CPU.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+# -- small helpers ------------------------------------------------------------------------------
+def requires_grad(module: nn.Module, flag: bool) -> None:
+    for p in module.parameters():
+        p.requires_grad_(flag)
+
+
+@torch.no_grad()
+def ema_update(target: nn.Module, source: nn.Module, decay: float) -> None:
+    """``target = decay·target + (1 − decay)·source`` for every parameter (buffers copied)."""
+    src = dict(source.named_parameters())
+    for name, p in target.named_parameters():
+        p.lerp_(src[name].detach(), 1.0 - decay)
+    src_b = dict(source.named_buffers())
+    for name, b in target.named_buffers():
+        b.copy_(src_b[name])
+
+
+def parse_channels(text: str | None, size: int) -> dict[int, int] | None:
+    """``"32,32,16,16"`` (widths from 4px upward, one per resolution up to ``size``) -> {4: 32, ...}."""
+    if not text:
+        return None
+    try:
+        widths = [int(v) for v in text.replace(" ", "").split(",") if v]
+    except ValueError:
+        raise TrainError(f"--channels {text!r}: expected comma-separated integers, e.g. 32,32,16,16") from None
+    n = int(math.log2(size)) - 1
+    if len(widths) != n or min(widths) < 1:
+        raise TrainError(f"--channels {text!r}: a {size}px model needs {n} positive widths "
+                         f"(resolutions 4..{size}), got {len(widths)}")
+    return {2 ** (i + 2): w for i, w in enumerate(widths)}
+
+
+def check_size(size: int) -> None:
+    if size < 8 or size > 1024 or size & (size - 1):
+        raise TrainError(f"--size {size}: must be a power of two from 8 to 1024")
+
+
+def _explicit_action(base: type) -> type:
+    def __call__(self, parser, namespace, values, option_string=None):
+        base.__call__(self, parser, namespace, values, option_string)
+        given = set(getattr(namespace, "_explicit", ()) or ())
+        given.add(self.dest)
+        setattr(namespace, "_explicit", given)
+    return type(f"Explicit{base.__name__}", (base,), {"__call__": __call__})
+
+
+def track_explicit(parser: argparse.ArgumentParser) -> None:
+    """Make ``parser`` record the flags given on the command line in ``namespace._explicit``.
+
+    Call before adding arguments.  On ``--resume``, flags not given take the checkpoint's values.
+    """
+    store = _explicit_action(argparse._StoreAction)
+    parser.register("action", None, store)
+    parser.register("action", "store", store)
+    parser.register("action", "store_true", _explicit_action(argparse._StoreTrueAction))
+    parser.register("action", "store_false", _explicit_action(argparse._StoreFalseAction))
+
+
+# flags that describe this invocation, never taken from a resumed checkpoint
+RUN_FLAGS = frozenset({"resume", "outdir", "device", "workers", "quiet", "tensorboard", "cache", "init", "func",
+                       "command"})
+
+
+def merge_resumed_args(args: argparse.Namespace, saved: dict, immutable: set[str] | frozenset[str]) -> None:
+    """On resume: every flag not given on the command line takes the checkpoint's value.
+
+    A given flag in ``immutable`` (the architecture) must equal the saved one.  Without
+    ``args._explicit`` (a namespace built by hand) every attribute counts as given.
+    """
+    explicit = getattr(args, "_explicit", None)
+    for key, value in saved.items():
+        if key in RUN_FLAGS or key.startswith("_") or not hasattr(args, key):
+            continue
+        given = explicit is None or key in explicit
+        current = getattr(args, key)
+        if not given or (current is None and value is not None and key not in immutable):
+            setattr(args, key, value)
+        elif current != value:
+            if key in immutable:
+                raise TrainError(f"--{key.replace('_', '-')} {current} differs from the resumed run's {value}")
+            log.info("resume: --%s changed from %r to %r", key.replace("_", "-"), value, current)
+
+
+def plain_args(args: argparse.Namespace) -> dict:
+    """The parsed flags as a plain dict (str/int/float/bool/None/list), for ``weights_only`` files."""
+    out = {}
+    for key, value in vars(args).items():
+        if callable(value) or key.startswith("_"):
+            continue
+        if isinstance(value, os.PathLike):
+            value = os.fspath(value)
+        elif isinstance(value, tuple):
+            value = list(value)
+        if value is None or isinstance(value, (str, int, float, bool, list)):
+            out[key] = value
+        else:
+            out[key] = str(value)
+    return out
+
+
+def format_rate(kimg_per_s: float) -> str:
+    return f"{kimg_per_s:.3f} kimg/s" if kimg_per_s < 10 else f"{kimg_per_s:.1f} kimg/s"
+
+
+# -- checkpoints --------------------------------------------------------------------------------
+def atomic_save(obj: dict, path: str | os.PathLike) -> Path:
+    """``torch.save`` to a temporary file beside ``path``, then rename onto it."""
+    path = Path(path)
+    with io.atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+    return path
+
+
+class CheckpointWriter:
+    """``outdir/checkpoints/{step:06d}.pt`` + ``latest.pt`` (a hard link, else a copy), pruned to ``keep``."""
+
+    def __init__(self, outdir: str | os.PathLike, keep: int = 3):
+        self.dir = Path(outdir) / CHECKPOINT_DIR
+        self.keep = keep
+
+    @property
+    def latest(self) -> Path:
+        return self.dir / LATEST
+
+    def save(self, obj: dict, step: int) -> Path:
+        path = atomic_save(obj, self.dir / f"{step:06d}.pt")
+        tmp = io.temp_beside(self.latest)
+        tmp.unlink()
+        try:
+            os.link(path, tmp)
+        except OSError:  # no hard links on this filesystem
+            shutil.copyfile(path, tmp)
+        os.replace(tmp, self.latest)
+        if self.keep > 0:
+            old = sorted(p for p in self.dir.glob("[0-9]*.pt") if p.stem.isdigit())
+            for p in old[:-self.keep]:
+                p.unlink(missing_ok=True)
+        return path
+
+
+def resolve_resume(path: str | os.PathLike) -> Path:
+    """A checkpoint file, or a run folder / its ``checkpoints`` folder (-> ``latest.pt``)."""
+    p = Path(path)
+    for cand in (p, p / CHECKPOINT_DIR / LATEST, p / LATEST):
+        if cand.is_file():
+            return cand
+    raise TrainError(f"--resume {path}: no checkpoint there (expected a .pt file or a run folder with "
+                     f"{CHECKPOINT_DIR}/{LATEST})")
+
+
+def load_training_checkpoint(path: str | os.PathLike, kind: str) -> dict:
+    """Read a checkpoint written by this package (``weights_only``); ``kind`` is checked."""
+    try:
+        obj = load_file(path)
+    except CheckpointError as exc:
+        raise TrainError(str(exc)) from None
+    if not isinstance(obj, dict) or obj.get("format") != kind:
+        found = obj.get("format") if isinstance(obj, dict) else type(obj).__name__
+        raise TrainError(f"{path}: not a {kind!r} training checkpoint (format: {found!r})")
+    return obj
+
+
+def rng_states(generators: dict[str, torch.Generator]) -> dict[str, torch.Tensor]:
+    return {name: g.get_state() for name, g in generators.items()}
+
+
+def set_rng_states(generators: dict[str, torch.Generator], states: dict) -> None:
+    for name, g in generators.items():
+        g.set_state(states[name])
+
+
+# -- style encoder weights ----------------------------------------------------------------------
+VGG_PREFIX = "embedder.feature_extractor.vgg_layers."
+MLP_PREFIX = "embedder_mlp."
+
+
+def _normalise_encoder_keys(sd: dict) -> dict:
+    """Map the layouts we accept onto :class:`~blendgan.models.StyleEncoder` keys."""
+    out = {}
+    for key, value in sd.items():
+        if not isinstance(value, torch.Tensor):
+            continue
+        for prefix in ("module.", "_orig_mod."):
+            if key.startswith(prefix):
+                key = key[len(prefix):]
+        if key.startswith("features."):          # torchvision vgg19().state_dict()
+            key = VGG_PREFIX + key[len("features."):]
+        elif "feature_extractor.vgg_layers." in key:
+            key = VGG_PREFIX + key.split("feature_extractor.vgg_layers.", 1)[1]
+        elif "embedder_mlp." in key:
+            key = MLP_PREFIX + key.split("embedder_mlp.", 1)[1]
+        else:
+            continue
+        out[key] = value
+    return out
+
+
+def load_style_encoder_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Style-encoder weights from any file we know, with :class:`StyleEncoder` keys.
+
+    Accepted: ``train-style-encoder`` output (``'style_encoder'`` entry), a generator
+    checkpoint (``'g_ema'`` with ``embedder.*``, e.g. the official ``blendgan.pt``), a bare
+    state dict with or without prefixes, or torchvision's ``vgg19`` state dict
+    (``features.<i>.*``, VGG part only).  The result may hold only the VGG part.
+    """
+    try:
+        obj = load_file(path)
+    except CheckpointError as exc:
+        raise TrainError(str(exc)) from None
+    if not isinstance(obj, dict):
+        raise TrainError(f"{path}: expected a dict of tensors, found {type(obj).__name__}")
+    if isinstance(obj.get("style_encoder"), dict):
+        sd = obj["style_encoder"]
+    elif isinstance(obj.get("g_ema"), dict):
+        sd = {k[len("embedder."):]: v for k, v in obj["g_ema"].items() if k.startswith("embedder.")}
+    elif isinstance(obj.get("state_dict"), dict):
+        sd = obj["state_dict"]
+    else:
+        sd = obj
+    sd = _normalise_encoder_keys(sd)
+    if not sd:
+        raise TrainError(f"{path}: no style-encoder weights found (expected 'embedder_mlp.*' and/or VGG19 "
+                         f"'feature_extractor.vgg_layers.*' / torchvision 'features.*' keys)")
+    return sd
+
+
+def assign_style_encoder(encoder: nn.Module, sd: dict, path, need_mlp: bool) -> tuple[bool, bool]:
+    """Copy the VGG and (if present) MLP weights of ``sd`` into ``encoder``; returns (vgg, mlp) found."""
+    expected = encoder.state_dict()
+    vgg_keys = [k for k in expected if k.startswith(VGG_PREFIX)]
+    mlp_keys = [k for k in expected if k.startswith(MLP_PREFIX)]
+    has_vgg = all(k in sd for k in vgg_keys)
+    has_mlp = all(k in sd for k in mlp_keys)
+    if need_mlp and not has_mlp:
+        raise TrainError(f"{path}: has no complete style-encoder MLP ('embedder_mlp.*')")
+    use = (vgg_keys if has_vgg else []) + (mlp_keys if has_mlp else [])
+    if not use:
+        raise TrainError(f"{path}: neither the complete VGG19 nor the complete MLP of a style encoder")
+    for k in use:
+        if tuple(sd[k].shape) != tuple(expected[k].shape):
+            raise TrainError(f"{path}: style-encoder tensor {k!r} is {tuple(sd[k].shape)}, expected "
+                             f"{tuple(expected[k].shape)} (does --style-dim match?)")
+    encoder.load_state_dict({k: sd[k].float() for k in use}, strict=False)
+    return has_vgg, has_mlp
+
+
+def tensor_fingerprint(module: nn.Module) -> str:
+    """Short hash of a module's weights (names, shapes and bytes)."""
+    h = hashlib.sha1()
+    for name, t in module.state_dict().items():
+        h.update(name.encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:12]
+
+
+# -- stopping -----------------------------------------------------------------------------------
+class StopRequest:
+    """Turns Ctrl-C (SIGINT) and SIGTERM into a flag checked between steps.
+
+    The first signal asks the loop to finish the current step, save a checkpoint and exit;
+    a second Ctrl-C raises ``KeyboardInterrupt`` at once.  Handlers are installed only in the
+    main thread and restored on exit.
+    """
+
+    def __init__(self):
+        self.requested = False
+        self._previous: dict = {}
+
+    def _handle(self, signum, frame):
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+        log.warning("%s received: finishing this step, saving a checkpoint, then stopping "
+                    "(Ctrl-C again to quit at once)", signal.Signals(signum).name)
+
+    def __enter__(self) -> "StopRequest":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                try:
+                    self._previous[sig] = signal.signal(sig, self._handle)
+                except (ValueError, OSError):
+                    pass
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+
+# -- logging ------------------------------------------------------------------------------------
+class MetricLogger:
+    """JSON lines in ``outdir/log.jsonl`` and, when importable, TensorBoard scalars in ``outdir/tb``.
+
+    On resume from ``step`` the lines of later steps (written after that checkpoint) are dropped.
+    Only the main process writes.
+    """
+
+    def __init__(self, outdir: str | os.PathLike, enabled: bool, resume_step: int = 0,
+                 tensorboard: str = "auto"):
+        self.enabled = enabled
+        self.path = Path(outdir) / "log.jsonl"
+        self.tb = None
+        if not enabled:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.exists():
+            kept = []
+            for line in self.path.read_text().splitlines():
+                try:
+                    if json.loads(line).get("step", 0) <= resume_step:
+                        kept.append(line)
+                except json.JSONDecodeError:
+                    continue  # a line cut short by a crash
+            with io.atomic_path(self.path) as tmp:
+                tmp.write_text("".join(k + "\n" for k in kept))
+        if tensorboard != "off":
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+                self.tb = SummaryWriter(str(Path(outdir) / "tb"), purge_step=resume_step + 1 if resume_step else None)
+            except ImportError:
+                if tensorboard == "on":
+                    raise TrainError("--tensorboard on: the tensorboard package is not installed "
+                                     "(pip install tensorboard)") from None
+
+    def write(self, record: dict) -> None:
+        if not self.enabled:
+            return
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.tb is not None:
+            step = record["step"]
+            for key, value in record.items():
+                if key != "step" and isinstance(value, (int, float)):
+                    self.tb.add_scalar(key, value, step)
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+            self.tb = None
+
+
+class RateMeter:
+    """Images per second over the steps since the last :meth:`rate` call."""
+
+    def __init__(self):
+        self.t = time.perf_counter()
+        self.images = 0
+
+    def add(self, images: int) -> None:
+        self.images += images
+
+    def rate(self) -> float:
+        now = time.perf_counter()
+        r = self.images / max(now - self.t, 1e-9) / 1000.0
+        self.t, self.images = now, 0
+        return r
+
+
+def image_grid(rows: list[np.ndarray], pad: int = 2) -> np.ndarray:
+    """Tile rows of RGB uint8 images ([K, H, W, 3] each, equal H, W) with ``pad`` px gaps."""
+    n_cols = max(r.shape[0] for r in rows)
+    h, w = rows[0].shape[1:3]
+    grid = np.full((len(rows) * (h + pad) + pad, n_cols * (w + pad) + pad, 3), 255, np.uint8)
+    for i, row in enumerate(rows):
+        for j, img in enumerate(row):
+            y, x = pad + i * (h + pad), pad + j * (w + pad)
+            grid[y:y + h, x:x + w] = img
+    return grid
+
+
+def add_common_flags(p: argparse.ArgumentParser) -> None:
+    """Flags both training commands share."""
+    p.add_argument("--outdir", required=True, help="run folder: checkpoints/, log.jsonl, samples/, tb/")
+    p.add_argument("--resume", default=None, metavar="PATH",
+                   help="continue from a checkpoint file or run folder (its checkpoints/latest.pt)")
+    p.add_argument("--cache", default=None, metavar="DIR",
+                   help="keep the resized dataset as memory-mapped uint8 .npy files here (built once)")
+    p.add_argument("--workers", type=int, default=4, help="threads decoding/augmenting images (default %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="base seed of every random stream (default %(default)s)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
+    p.add_argument("--save-every", type=int, default=1000, help="checkpoint every N steps (default %(default)s)")
+    p.add_argument("--keep", type=int, default=3, help="step checkpoints kept, 0 = all (default %(default)s)")
+    p.add_argument("--log-every", type=int, default=10, help="log losses every N steps (default %(default)s)")
+    p.add_argument("--tensorboard", choices=("auto", "on", "off"), default="auto",
+                   help="TensorBoard scalars in OUTDIR/tb (auto: when the package is installed)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")

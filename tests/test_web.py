@@ -1,0 +1,329 @@
+"""``blendgan web``: the demo's logic without a browser, then the page itself in Chromium.
+
+The browser test launches the app in-process on a free loopback port with the 256px test
+checkpoints and drives Debian's Chromium through Playwright (``executable_path``; Playwright's
+own browser download is never used).  It skips when Gradio, Playwright or Chromium is missing.
+``BLENDGAN_CHROMIUM`` overrides the browser path; the screenshot goes to ``$BLENDGAN_ARTIFACTS``
+(else the test's temporary folder).
+"""
+import argparse
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from blendgan import io
+from blendgan import web
+from blendgan.web import Studio, WebError
+from tests.conftest import ROOT
+
+FACE = ROOT / "test_imgs" / "face_imgs" / "astronaut_512.jpg"
+STYLE = ROOT / "test_imgs" / "style_imgs" / "cartoon.png"
+STYLE2 = ROOT / "test_imgs" / "style_imgs" / "pencil_sketch_384.jpg"
+CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+class CountingModel:
+    """Wraps the session model, counting encoder calls (the shared model is left untouched)."""
+
+    def __init__(self, model):
+        self._model = model
+        self.calls = {"encode_face": 0, "embed_style": 0}
+
+    def __getattr__(self, name):
+        return getattr(self._model, name)
+
+    def encode_face(self, x):
+        self.calls["encode_face"] += 1
+        return self._model.encode_face(x)
+
+    def embed_style(self, x):
+        self.calls["embed_style"] += 1
+        return self._model.embed_style(x)
+
+
+class FakeAligner:
+    """Stands in for blendgan.align: returns ``crops`` copies of the image."""
+
+    def __init__(self, crops):
+        self.crops = crops
+
+    def needs_alignment(self, rgb):
+        return True
+
+    def align(self, rgb, size):
+        return [rgb] * self.crops
+
+
+@pytest.fixture
+def studio(model, tmp_path):
+    s = Studio(CountingModel(model), aligner=None, workdir=tmp_path / "work")
+    yield s
+    s.close()
+
+
+# -- inputs (no model needed) ---------------------------------------------------------------------
+def test_bad_uploads_give_one_line_messages(tmp_path):
+    text = tmp_path / "notes.png"
+    text.write_text("not an image at all")
+    empty = tmp_path / "empty.jpg"
+    empty.write_bytes(b"")
+    with pytest.raises(WebError, match=r"notes\.png: not an image"):
+        web.decode_upload(web.read_upload(text), text.name)
+    with pytest.raises(WebError, match="empty"):
+        web.read_upload(empty)
+    with pytest.raises(WebError, match="could not be read"):
+        web.read_upload(tmp_path / "gone.png")
+    with pytest.raises(WebError, match=r"too large \(limit 0\.0 MB\)"):
+        web.read_upload(FACE, max_bytes=1000)
+    ok, wide = cv2.imencode(".png", np.zeros((2, 4100, 3), np.uint8))
+    with pytest.raises(WebError, match=r"4100×2 px is too large \(limit 4096 px a side\)"):
+        web.decode_upload(wide.tobytes(), "wide.png")
+    rgb = web.decode_upload(FACE.read_bytes(), FACE.name)
+    assert np.array_equal(rgb, io.read_image(FACE))
+
+
+def test_fit_within_keeps_aspect():
+    assert web.fit_within(np.zeros((1000, 500, 3), np.uint8), 512).shape == (512, 256, 3)
+    small = np.zeros((10, 20, 3), np.uint8)
+    assert web.fit_within(small, 512) is small
+
+
+def test_web_subparser_and_missing_gradio(monkeypatch):
+    parser = argparse.ArgumentParser()
+    web.add_subparser(parser.add_subparsers(dest="command"))
+    a = parser.parse_args(["web"])
+    assert (a.host, a.port, a.device, a.func) == ("127.0.0.1", 7860, "auto", web.cmd_web)
+    a = parser.parse_args(["web", "--port", "9000", "--psp-encoder", "none", "--ckpt", "x.pt"])
+    assert (a.port, a.psp_encoder, a.ckpt) == (9000, "none", "x.pt")
+
+    def no_gradio():
+        raise web.WebDependencyError('the web demo needs Gradio: pip install "blendgan[web]"')
+    monkeypatch.setattr(web, "import_gradio", no_gradio)
+    from blendgan.cli import CLIError
+    with pytest.raises(CLIError, match=r'pip install "blendgan\[web\]"'):
+        web.cmd_web(a)
+
+
+def test_import_is_light_and_leaves_the_environment_alone():
+    # (cv2, imported by blendgan.io, sets LD_LIBRARY_PATH itself: measured after it)
+    code = ("import os, sys, blendgan.io; env = dict(os.environ); import blendgan.web; "
+            "assert 'gradio' not in sys.modules, 'gradio imported'; assert dict(os.environ) == env, 'env changed'")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-500:]
+
+
+# -- the studio on the 256px test model -----------------------------------------------------------
+def test_bad_upload_does_not_reach_the_encoder(studio, tmp_path):
+    bad = tmp_path / "face.jpg"
+    bad.write_bytes(b"\x89PNG but broken")
+    with pytest.raises(WebError, match="face.jpg: not an image"):
+        studio.load_face(bad)
+    with pytest.raises(WebError, match="choose a face first"):
+        studio.render(None, studio.random_style(1))
+    assert studio.model.calls == {"encode_face": 0, "embed_style": 0}
+
+
+def test_slider_changes_rerun_only_the_generator(studio, tmp_path):
+    face, preview, notes = studio.load_face(FACE)
+    style, _ = studio.load_style(STYLE)
+    assert preview.shape == (256, 256, 3) and notes == []
+    for index, strength in ((6, 1.0), (3, 1.0), (3, 0.4), (0, 0.0)):
+        assert studio.render(face, style, index, strength).shape == (256, 256, 3)
+    copy = tmp_path / "same_bytes_other_name.jpg"
+    shutil.copy(FACE, copy)
+    studio.load_face(copy)  # same content: cache hit
+    assert studio.model.calls == {"encode_face": 1, "embed_style": 1}
+    assert studio.stats["synthesize"] == 4
+
+
+def test_strength_scales_the_style_part(studio, model):
+    face, _, _ = studio.load_face(FACE)
+    style, _ = studio.load_style(STYLE)
+    w = studio.faces.get(face["key"])[0]
+    official = model.blend(w, studio.styles.get(style["key"])[0], 6)
+    assert torch.equal(studio.blend(face, style, 6, 1.0), official)   # strength 1 = official, bit for bit
+    assert torch.equal(studio.blend(face, style, 6, 0.0), w)          # strength 0 = the face alone
+    torch.testing.assert_close(studio.blend(face, style, 6, 0.25), w + 0.25 * (official - w))
+    with pytest.raises(WebError, match="strength must be in 0..1"):
+        studio.blend(face, style, 6, 1.5)
+    with pytest.raises(WebError, match=r"add_weight_index must be in 0\.\.14"):
+        studio.blend(face, style, 15, 1.0)
+
+
+def test_random_codes_are_seeded_and_leave_the_global_rng_alone(studio):
+    state = torch.random.get_rng_state()
+    a, pa = studio.random_face(3)
+    b, pb = studio.random_face(3)
+    sa, sb = studio.random_style(4), studio.random_style(4)
+    assert a == b and np.array_equal(pa, pb) and sa == sb
+    assert np.array_equal(studio.render(a, sa, 6), studio.render(b, sb, 6))
+    assert torch.equal(state, torch.random.get_rng_state())
+
+
+def test_alignment_hook(model, tmp_path):
+    none = Studio(model, aligner=FakeAligner(0), workdir=tmp_path / "a")
+    with pytest.raises(WebError, match="astronaut_512.jpg: no face found"):
+        none.load_face(FACE)
+    two = Studio(model, aligner=FakeAligner(2), workdir=tmp_path / "b")
+    _, _, notes = two.load_face(FACE)
+    assert notes == ["astronaut_512.jpg: 2 faces found, using the first"] and two.stats["align"] == 1
+
+
+def test_video_is_written(studio):
+    face, _, _ = studio.load_face(FACE)
+    styles = [studio.load_style(STYLE)[0], studio.load_style(STYLE2)[0]]
+    seen = []
+    path = studio.render_video(face, styles, 7, steps=2, hold=1, fps=8, progress=lambda d, t: seen.append((d, t)))
+    cap = cv2.VideoCapture(str(path))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 5  # 0, 2 sigmoid steps, 1 hold, then 1 final hold
+    cap.release()
+    assert seen[-1] == (4, 5)
+    with pytest.raises(WebError, match="at least two styles"):
+        studio.render_video(face, styles[:1])
+    with pytest.raises(WebError, match="limit 150"):
+        studio.render_video(face, styles * 5, steps=30, hold=15)
+
+
+# -- Gradio callbacks (no browser) ----------------------------------------------------------------
+def test_handlers_turn_failures_into_messages(studio, tmp_path):
+    gr = pytest.importorskip("gradio")
+    h = web.Handlers(studio, gr, [FACE], [STYLE])
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"GIF89a nonsense")
+    with pytest.raises(gr.Error) as err:
+        h.face_upload(str(bad))
+    assert err.value.message == "bad.png: not an image, or a format that cannot be decoded"
+    with pytest.raises(gr.Error, match="choose a face first"):
+        h.generate(None, None, 6, 1.0, None)
+    assert all(v is not None for v in h.maybe_generate(None, None, 6, 1.0, None))  # skips, no error
+
+    face, preview, status = h.face_pick(0)
+    style, _, _ = h.style_pick(0)
+    assert "astronaut_512" in status
+    history = None
+    for i in (6, 2):
+        result, download, items, history, status = h.generate(face, style, i, 0.5, history)
+        assert result == download and Path(result).suffix == ".png"
+    assert history["n"] == 2 and len(items) == 2 and status.startswith("**Result #2**")
+    assert io.read_image(result).shape == (256, 256, 3)
+    assert studio.model.calls == {"encode_face": 1, "embed_style": 1}
+
+    def boom(*a):
+        raise RuntimeError("kaput\nsecond line")
+    studio.render = boom
+    with pytest.raises(gr.Error) as err:
+        h.generate(face, style, 6, 1.0, history)
+    assert err.value.message == "internal error (RuntimeError: kaput); see the server log"
+
+
+def test_app_builds_with_analytics_off(studio):
+    pytest.importorskip("gradio")
+    env = dict(os.environ)
+    demo = web.build_app(studio.model, studio=studio)
+    assert demo.analytics_enabled is False and demo.studio is studio
+    # Gradio's Blocks(analytics_enabled=False) itself sets HF_HUB_DISABLE_TELEMETRY; nothing else changes
+    after = dict(os.environ)
+    assert after.pop("HF_HUB_DISABLE_TELEMETRY", "True") == "True"
+    env.pop("HF_HUB_DISABLE_TELEMETRY", None)
+    assert after == env
+    kw = web.launch_kwargs("127.0.0.1", 1234)
+    assert kw["max_file_size"] == 20 * 1024 * 1024 and kw["share"] is False and kw["ssr_mode"] is False
+
+
+# -- the page in a real browser -------------------------------------------------------------------
+def chromium_path() -> str | None:
+    path = os.environ.get("BLENDGAN_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+    return path if os.path.exists(path) else None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def served(studio):
+    pytest.importorskip("gradio")
+    demo = web.build_app(studio.model, studio=studio)
+    port = free_port()
+    demo.launch(prevent_thread_lock=True, quiet=True, **web.launch_kwargs("127.0.0.1", port))
+    try:
+        yield f"http://127.0.0.1:{port}/", studio
+    finally:
+        demo.close()
+
+
+@pytest.fixture
+def browser():
+    sync_api = pytest.importorskip("playwright.sync_api")
+    exe = chromium_path()
+    if exe is None:
+        pytest.skip("chromium not found (apt-get install chromium, or set BLENDGAN_CHROMIUM)")
+    with sync_api.sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=exe, headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+def status_text(page) -> str:
+    return page.locator("#status").inner_text()
+
+
+def wait_status(page, text: str) -> None:
+    page.wait_for_function("t => document.querySelector('#status')?.innerText.includes(t)", arg=text)
+
+
+def test_page_in_browser(served, browser, tmp_path):
+    url, studio = served
+    page = browser.new_page(viewport={"width": 1280, "height": 1000})
+    page.set_default_timeout(120_000)
+    page.goto(url)
+    page.locator("#generate").wait_for()
+
+    # a bad upload: a message in the page, nothing encoded
+    bad = tmp_path / "holiday.png"
+    bad.write_text("this is not a picture")
+    page.locator("#face-upload input[type=file]").set_input_files(str(bad))
+    page.get_by_text("holiday.png: not an image").first.wait_for()
+    assert "Traceback" not in page.content()
+
+    # face and style: the first result comes on its own
+    page.locator("#face-upload input[type=file]").set_input_files(str(FACE))
+    wait_status(page, "Face: astronaut_512")
+    page.locator("#style-upload input[type=file]").set_input_files(str(STYLE))
+    wait_status(page, "Result #1")
+    # move the slider (release re-renders), then Generate
+    slider = page.locator("#awi-slider input[type=number]")
+    slider.fill("3")
+    slider.press("Tab")
+    wait_status(page, "add_weight_index 3")
+    page.locator("#generate").click()
+    wait_status(page, "Result #3")
+    assert "add_weight_index 3, strength 1.00" in status_text(page)
+
+    src = page.locator("#result-image img").get_attribute("src")
+    response = page.request.get(src if src.startswith("http") else url.rstrip("/") + src)
+    assert response.ok
+    image = cv2.imdecode(np.frombuffer(response.body(), np.uint8), cv2.IMREAD_COLOR)[:, :, ::-1]
+    face, _, _ = studio.load_face(FACE)
+    style, _ = studio.load_style(STYLE)
+    assert np.array_equal(image, studio.render(face, style, 3, 1.0))  # lossless PNG, same pixels
+    assert studio.model.calls == {"encode_face": 1, "embed_style": 1}
+    assert page.locator("#history img").count() >= 3
+
+    artifacts = Path(os.environ.get("BLENDGAN_ARTIFACTS") or tmp_path)
+    artifacts.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(artifacts / "web_demo.png"), full_page=True)
+    assert (artifacts / "web_demo.png").stat().st_size > 10_000
