@@ -23,7 +23,7 @@ EXTRAS = {
     "download": ["gdown>=4.6"],                                # official weights from Google Drive
     "align": ["dlib-bin>=19.24", "face-recognition-models>=0.3"],
     "web": ["gradio>=4.0"],
-    "test": ["pytest>=7.0"],
+    "test": ["pytest>=7.0", "scikit-image>=0.19"],  # skimage ships the public-domain test photos
 }
 EXTRAS["all"] = sorted({dep for deps in EXTRAS.values() for dep in deps})
 

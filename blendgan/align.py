@@ -241,7 +241,31 @@ class FaceAligner:
         boxes = [tuple(v / scale for v in (r.left(), r.top(), r.right() + 1, r.bottom() + 1)) for r in rects]
         if self.verify if verify is None else verify:
             boxes = [b for b in boxes if self.confirm(img, b)]
-        return sorted(boxes, key=lambda b: (b[2] - b[0]) * (b[3] - b[1]), reverse=True)
+        return _largest_first(boxes)
+
+    def detect_near(self, rgb: np.ndarray, box, margin: float = 1.0) -> list[tuple[float, float, float, float]]:
+        """Face boxes within ``margin`` box sizes of ``box`` (left, top, right, bottom), largest first.
+
+        Fast re-detection for tracking: only that region is searched, rescaled so the face
+        spans about 120 px (no upsampling, no CNN confirmation).
+        """
+        _, hog, _, _ = self._models
+        img = _as_rgb_uint8(rgb)
+        h, w = img.shape[:2]
+        cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+        s = max(box[2] - box[0], box[3] - box[1], 1.0)
+        reach = (0.5 + margin) * s
+        x0, y0 = max(int(cx - reach), 0), max(int(cy - reach), 0)
+        x1, y1 = min(int(np.ceil(cx + reach)), w), min(int(np.ceil(cy + reach)), h)
+        if x1 - x0 < 8 or y1 - y0 < 8:
+            return []
+        k = 120.0 / s
+        nw, nh = max(int(round((x1 - x0) * k)), 1), max(int(round((y1 - y0) * k)), 1)
+        crop = cv2.resize(img[y0:y1, x0:x1], (nw, nh), interpolation=cv2.INTER_AREA if k < 1 else cv2.INTER_LINEAR)
+        kx, ky = nw / (x1 - x0), nh / (y1 - y0)
+        rects, _, _ = hog.run(np.ascontiguousarray(crop), 0, 0.0)
+        return _largest_first([(r.left() / kx + x0, r.top() / ky + y0, (r.right() + 1) / kx + x0,
+                                (r.bottom() + 1) / ky + y0) for r in rects])
 
     def confirm(self, rgb: np.ndarray, box) -> bool:
         """Whether dlib's CNN detector also sees a face in a crop around ``box`` (rescaled so
@@ -258,7 +282,8 @@ class FaceAligner:
                           interpolation=cv2.INTER_AREA if k < 1 else cv2.INTER_LINEAR)
         for det in cnn(np.ascontiguousarray(crop), 0):
             r = det.rect  # the CNN box must overlap the candidate
-            bx0, by0, bx1, by1 = r.left() / k + x0, r.top() / k + y0, (r.right() + 1) / k + x0, (r.bottom() + 1) / k + y0
+            bx0, by0 = r.left() / k + x0, r.top() / k + y0
+            bx1, by1 = (r.right() + 1) / k + x0, (r.bottom() + 1) / k + y0
             iw = min(bx1, box[2]) - max(bx0, box[0])
             ih = min(by1, box[3]) - max(by0, box[1])
             if iw > 0 and ih > 0 and iw * ih > 0.3 * min((bx1 - bx0) * (by1 - by0), s * s):
@@ -282,6 +307,10 @@ class FaceAligner:
         an empty list when there is none."""
         faces = self.landmarks(rgb)
         return [align_face(rgb, lm, size) for lm in (faces if all_faces else faces[:1])]
+
+
+def _largest_first(boxes):
+    return sorted(boxes, key=lambda b: (b[2] - b[0]) * (b[3] - b[1]), reverse=True)
 
 
 def _as_rgb_uint8(rgb: np.ndarray) -> np.ndarray:

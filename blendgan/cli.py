@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 from . import __version__
+from . import align as align_cmd
 from . import pipeline as P
 
 DEFAULT_CKPT = "pretrained_models/blendgan.pt"
@@ -54,6 +57,17 @@ def add_runtime_flags(p: argparse.ArgumentParser, snake: bool = False) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars or info messages")
 
 
+def add_cache_flag(p: argparse.ArgumentParser, snake: bool = False) -> None:
+    p.add_argument(*_names("cache-dir", snake), dest="cache_dir", default=None,
+                   help="keep face/style codes here; a rerun over the same images skips encoding")
+
+
+def add_align_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--align", nargs="?", const="auto", default="never", choices=P.ALIGN_MODES,
+                   help="FFHQ-align input faces (needs blendgan[align]); bare --align means auto: images "
+                        "that are not square 256/512/1024 px (default: never, as the official scripts)")
+
+
 def add_video_flags(p: argparse.ArgumentParser, snake: bool = False) -> None:
     """Video settings (defaults: the official gen_video.py)."""
     p.add_argument("--styles", type=int, default=P.VIDEO_STYLES, help="styles per video (default %(default)s)")
@@ -79,6 +93,28 @@ def open_model(ckpt: str, psp_encoder: str | None, device: str, size: int | None
     return model
 
 
+@contextmanager
+def distributed(device: str):
+    """Shard and device of this process.  Under ``torchrun`` (``WORLD_SIZE`` > 1) a process
+    group is joined (NCCL on GPUs, gloo on CPUs), each rank takes its own GPU
+    (``cuda:LOCAL_RANK``) and its share of the work, and all ranks meet at the end."""
+    shard = P.Shard.from_env()
+    if shard.world == 1:
+        yield shard, device
+        return
+    import torch
+    import torch.distributed as dist
+    local = int(os.environ.get("LOCAL_RANK", shard.rank))
+    if device == "auto":
+        device = f"cuda:{local}" if torch.cuda.is_available() else "cpu"
+    dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+    try:
+        yield shard, device
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
 def finish(report: P.JobReport, outdir) -> int:
     """Print the job summary; exit status 1 when some inputs failed, else 0."""
     log.info("%s -> %s", report.summary(), outdir)
@@ -89,28 +125,59 @@ def finish(report: P.JobReport, outdir) -> int:
 
 # -- subcommands ----------------------------------------------------------------------------------
 def cmd_pairs(a: argparse.Namespace) -> int:
-    model = open_model(a.ckpt, None, a.device, a.size, a.channel_multiplier)
-    zs = P.load_sample_zs(a.sample_zs, a.pics, model.generator.style_dim) if a.sample_zs else None
-    report = P.run_pairs(model, a.outdir, pics=a.pics, style_image=a.style_img, zs=zs, truncation=a.truncation,
-                         truncation_mean=a.truncation_mean, add_weight_index=a.add_weight_index, seed=a.seed,
-                         batch_size=a.batch_size, fmt=a.format, overwrite=a.overwrite, progress=not a.quiet)
+    with distributed(a.device) as (shard, device):
+        model = open_model(a.ckpt, None, device, a.size, a.channel_multiplier)
+        zs = P.load_sample_zs(a.sample_zs, a.pics, model.generator.style_dim) if a.sample_zs else None
+        report = P.run_pairs(model, a.outdir, pics=a.pics, style_image=a.style_img, zs=zs, truncation=a.truncation,
+                             truncation_mean=a.truncation_mean, add_weight_index=a.add_weight_index, seed=a.seed,
+                             batch_size=a.batch_size, fmt=a.format, overwrite=a.overwrite,
+                             progress=not a.quiet and shard.rank == 0, shard=shard)
     return finish(report, a.outdir)
 
 
 def cmd_transfer(a: argparse.Namespace) -> int:
-    model = open_model(a.ckpt, a.psp_encoder, a.device, a.size, a.channel_multiplier)
-    report = P.run_transfer(model, a.input_img_path, a.style_img_path, a.outdir, add_weight_index=a.add_weight_index,
-                            batch_size=a.batch_size, fmt=a.format, overwrite=a.overwrite, progress=not a.quiet)
+    with distributed(a.device) as (shard, device):
+        model = open_model(a.ckpt, a.psp_encoder, device, a.size, a.channel_multiplier)
+        report = P.run_transfer(model, a.input_img_path, a.style_img_path, a.outdir,
+                                add_weight_index=a.add_weight_index, batch_size=a.batch_size, fmt=a.format,
+                                overwrite=a.overwrite, progress=not a.quiet and shard.rank == 0,
+                                cache_dir=a.cache_dir, shard=shard, align=a.align)
     return finish(report, a.outdir)
+
+
+VIDEO_INPUTS = (".mp4", ".mov", ".mkv", ".m4v", ".avi", ".webm")
 
 
 def cmd_video(a: argparse.Namespace) -> int:
-    model = open_model(a.ckpt, a.psp_encoder, a.device, a.size, a.channel_multiplier)
-    report = P.run_video(model, a.input_img_path, a.style_img_path, a.outdir, add_weight_index=a.add_weight_index,
-                         n_styles=a.styles, seed=a.seed, fps=a.fps, transition_steps=a.transition_steps,
-                         hold_frames=a.hold_frames, batch_size=a.batch_size, overwrite=a.overwrite,
-                         progress=not a.quiet)
+    if Path(a.input_img_path).suffix.lower() in VIDEO_INPUTS:
+        return stylize_face_video(a)
+    with distributed(a.device) as (shard, device):
+        model = open_model(a.ckpt, a.psp_encoder, device, a.size, a.channel_multiplier)
+        report = P.run_video(model, a.input_img_path, a.style_img_path, a.outdir,
+                             add_weight_index=a.add_weight_index, n_styles=a.styles, seed=a.seed, fps=a.fps,
+                             transition_steps=a.transition_steps, hold_frames=a.hold_frames,
+                             batch_size=a.batch_size, overwrite=a.overwrite,
+                             progress=not a.quiet and shard.rank == 0, cache_dir=a.cache_dir, shard=shard,
+                             align=a.align)
     return finish(report, a.outdir)
+
+
+def stylize_face_video(a: argparse.Namespace) -> int:
+    """``blendgan video --input clip.mp4 --style STYLES``: one ``{clip}_v_{style}.mp4`` per style."""
+    from .io import list_images
+    from .video_stylize import stylize_video
+    model = open_model(a.ckpt, a.psp_encoder, a.device, a.size, a.channel_multiplier)
+    outdir = Path(a.outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    report = P.JobReport()
+    for s in list_images(a.style_img_path):
+        out = outdir / f"{Path(a.input_img_path).stem}_v_{s.stem}{'.gif' if a.gif else '.mp4'}"
+        if out.exists() and not a.overwrite:
+            report.skipped.append(out)
+            continue
+        report.written.append(stylize_video(model, a.input_img_path, s, out, add_weight_index=a.add_weight_index,
+                                            batch_size=a.batch_size, progress=not a.quiet))
+    return finish(report, outdir)
 
 
 def cmd_info(a: argparse.Namespace) -> int:
@@ -197,6 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--style", "--style-img-path", "--style_img_path", dest="style_img_path", required=True,
                    help="style image or folder")
     p.add_argument("--outdir", default="outputs/transfer", help="output folder (default %(default)s)")
+    add_cache_flag(p)
+    add_align_flag(p)
     p.add_argument("--add-weight-index", "--add_weight_index", dest="add_weight_index", type=index_arg,
                    default=P.TRANSFER_ADD_WEIGHT_INDEX, help="(default %(default)s)")
     add_runtime_flags(p)
@@ -209,11 +278,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--style", "--style-img-path", "--style_img_path", dest="style_img_path", required=True,
                    help="style folder")
     p.add_argument("--outdir", default="outputs/video", help="output folder (default %(default)s)")
+    add_cache_flag(p)
+    add_align_flag(p)
     p.add_argument("--add-weight-index", "--add_weight_index", dest="add_weight_index", type=index_arg,
                    default=P.VIDEO_ADD_WEIGHT_INDEX, help="(default %(default)s)")
     add_video_flags(p)
+    p.add_argument("--gif", action="store_true", help="with a video --input: write a GIF instead of an mp4")
     add_runtime_flags(p)
     p.set_defaults(func=cmd_video)
+
+    align_cmd.add_subparser(sub)
 
     p = sub.add_parser("info", help="versions, device, op backends, checkpoints found")
     p.add_argument("--weights-dir", default=DEFAULT_WEIGHTS_DIR, help="where to look for checkpoints")
@@ -231,11 +305,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(func, args) -> int:
     """Run a command function, mapping expected failures to one line and exit status 2."""
+    from .align import AlignmentUnavailable
     from .checkpoint import CheckpointError
     from .io import ImageError
     try:
         return func(args)
-    except (CLIError, CheckpointError, ImageError, ValueError, FileNotFoundError) as exc:
+    except (CLIError, CheckpointError, ImageError, ValueError, FileNotFoundError, AlignmentUnavailable) as exc:
         print(f"blendgan: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -9,8 +9,12 @@ scripts' and live only here; the CLI and the drop-in scripts read them from this
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
+import os
 import random
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -47,6 +51,128 @@ class JobReport:
     def summary(self) -> str:
         return (f"{len(self.written)} written, {len(self.skipped)} already present (skipped), "
                 f"{len(self.failed)} failed")
+
+
+@dataclass(frozen=True)
+class Shard:
+    """This process's share of a job: work units ``k`` with ``k % world == rank``.
+
+    Units are whole batches (or whole videos), so every image is computed in the same
+    batch as in a single-process run.  ``torchrun`` sets ``RANK``/``WORLD_SIZE``.
+    """
+    rank: int = 0
+    world: int = 1
+
+    def __post_init__(self):
+        if not 0 <= self.rank < self.world:
+            raise ValueError(f"invalid shard {self.rank}/{self.world}")
+
+    def mine(self, unit: int) -> bool:
+        return unit % self.world == self.rank
+
+    @classmethod
+    def from_env(cls, environ=None) -> "Shard":
+        env = os.environ if environ is None else environ
+        return cls(int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1)))
+
+
+class EncodingCache:
+    """Face codes (W+) and style codes (z_embed) on disk, so a rerun over the same folders
+    skips encoding.  Keyed by the image file's bytes, the preprocessing and a fingerprint
+    of the encoder weights; entries are small ``.pt`` tensors written atomically."""
+
+    def __init__(self, root: str | Path, model: BlendGAN):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.model = model
+        self._prints: dict[str, str] = {}
+
+    def _fingerprint(self, kind: str) -> str:
+        if kind not in self._prints:
+            net = self.model.generator.embedder if kind.startswith("style") else self.model.psp
+            digest = hashlib.sha256(kind.encode())
+            for tensor in list(net.state_dict().values())[-4:]:  # last layers and latent_avg
+                digest.update(tensor.detach().float().cpu().numpy().tobytes())
+            self._prints[kind] = digest.hexdigest()[:16]
+        return self._prints[kind]
+
+    def path(self, kind: str, image: Path) -> Path:
+        digest = hashlib.sha256(image.read_bytes()).hexdigest()[:32]
+        return self.root / f"{kind}-{self._fingerprint(kind)}-{digest}.pt"
+
+    def get(self, kind: str, image: Path, compute) -> torch.Tensor:
+        """The cached code of ``image`` for ``kind``, else ``compute()`` stored for next time."""
+        path = self.path(kind, image)
+        if path.exists():
+            try:
+                return torch.load(path, map_location=self.model.device, weights_only=True)
+            except Exception:  # a damaged entry is recomputed
+                log.warning("%s: damaged cache entry, recomputing", path)
+        value = compute()
+        with io.atomic_path(path) as tmp:
+            torch.save(value.detach().cpu().clone(), tmp)
+        return value
+
+
+class _BackgroundWriter:
+    """Encode and write images on a worker thread (OpenCV releases the GIL), at most
+    ``depth`` pending, so compute and I/O overlap while memory stays bounded."""
+
+    def __init__(self, depth: int = 8):
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="blendgan-writer")
+        self._pending: deque = deque()
+        self.depth = depth
+
+    def submit(self, fn, *args) -> None:
+        while len(self._pending) >= self.depth:
+            self._pending.popleft().result()
+        self._pending.append(self._pool.submit(fn, *args))
+
+    def __enter__(self) -> "_BackgroundWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        try:
+            while self._pending:
+                self._pending.popleft().result()
+        finally:
+            self._pool.shutdown(wait=True)
+
+
+ALIGN_MODES = ("never", "auto", "always")
+
+
+class FacePreparer:
+    """Optional FFHQ alignment of input faces (``align``: never / auto / always).
+
+    ``auto`` aligns images that are not square 256/512/1024 px; alignment needs the
+    ``blendgan[align]`` extra and keeps the largest face.  ``kind`` names the
+    preprocessing for the encoding cache.
+    """
+
+    def __init__(self, align: str = "never", size: int = 1024):
+        if align not in ALIGN_MODES:
+            raise ValueError(f"align must be one of {ALIGN_MODES}, got {align!r}")
+        self.align, self.size = align, size
+        self._aligner = None
+        if align != "never":
+            from .align import FaceAligner
+            self._aligner = FaceAligner().load()
+
+    @property
+    def kind(self) -> str:
+        return "face" if self.align == "never" else f"face-align-{self.align}{self.size}"
+
+    def __call__(self, rgb: np.ndarray, path: Path) -> np.ndarray:
+        if self._aligner is None:
+            return rgb
+        from .align import NoFaceError, needs_alignment
+        if self.align == "auto" and not needs_alignment(rgb):
+            return rgb
+        crops = self._aligner.align(rgb, size=self.size)
+        if not crops:
+            raise NoFaceError(f"{path}: no face found")
+        return crops[0]
 
 
 def make_generator(seed: int, device: torch.device | str) -> torch.Generator:
@@ -161,12 +287,14 @@ def run_pairs(model: BlendGAN, outdir: str | Path, pics: int = PAIRS_PICS, style
               zs: torch.Tensor | None = None, truncation: float | None = None,
               truncation_mean: int = DEFAULT_TRUNCATION_MEAN, add_weight_index: int | None = PAIRS_ADD_WEIGHT_INDEX,
               seed: int = DEFAULT_SEED, batch_size: int = DEFAULT_BATCH_SIZE, fmt: str = DEFAULT_FORMAT,
-              overwrite: bool = False, progress: bool = True) -> JobReport:
+              overwrite: bool = False, progress: bool = True, shard: Shard = Shard()) -> JobReport:
     """Write ``{i:06d}.{fmt}`` = [natural | stylized] for ``pics`` random faces.
 
     The style is ``style_image`` (embedded at its own size) or a random style code.  The
     random draws follow the official script: the truncation mean (only without a stored
-    ``latent_avg``), then the style code, then one face code per picture.
+    ``latent_avg``), then the style code, then one face code per picture.  With a
+    ``shard``, this process writes its batches only (all codes are still drawn, so every
+    image is the one a single process would write).
     """
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
@@ -182,62 +310,89 @@ def run_pairs(model: BlendGAN, outdir: str | Path, pics: int = PAIRS_PICS, style
     paths = [_out_path(outdir, f"{i:06d}", fmt) for i in range(pics)]
     todo = [i for i, p in enumerate(paths) if overwrite or not p.exists()]
     report.skipped = [p for p in paths if not overwrite and p.exists()]
-    with tqdm(total=len(todo), desc="pairs", unit="img", disable=not progress) as bar:
-        for sl, natural, stylized in stylized_pairs(model, zs[todo], z_style, truncation=t,
-                                                    add_weight_index=add_weight_index, truncation_latent=t_latent,
-                                                    batch_size=batch_size):
-            for i, a, b in zip(todo[sl], io.to_uint8(natural), io.to_uint8(stylized)):
-                report.written.append(io.write_image(paths[i], io.hstack([a, b]), fmt))
-                bar.update(1)
+    chunks = [todo[sl] for k, sl in enumerate(_batches(len(todo), batch_size)) if shard.mine(k)]
+    with tqdm(total=sum(map(len, chunks)), desc="pairs", unit="img", disable=not progress) as bar, \
+            _BackgroundWriter() as writer:
+        for chunk in chunks:
+            for _, natural, stylized in stylized_pairs(model, zs[chunk], z_style, truncation=t,
+                                                       add_weight_index=add_weight_index,
+                                                       truncation_latent=t_latent, batch_size=len(chunk)):
+                for i, a, b in zip(chunk, io.to_uint8(natural), io.to_uint8(stylized)):
+                    writer.submit(io.write_image, paths[i], io.hstack([a, b]), fmt)
+                    report.written.append(paths[i])
+                    bar.update(1)
     return report
 
 
 @torch.inference_mode()
 def run_transfer(model: BlendGAN, input_dir: str | Path, style_dir: str | Path, outdir: str | Path,
                  add_weight_index: int | None = TRANSFER_ADD_WEIGHT_INDEX, batch_size: int = DEFAULT_BATCH_SIZE,
-                 fmt: str = DEFAULT_FORMAT, overwrite: bool = False, progress: bool = True) -> JobReport:
+                 fmt: str = DEFAULT_FORMAT, overwrite: bool = False, progress: bool = True,
+                 cache_dir: str | Path | None = None, shard: Shard = Shard(), align: str = "never") -> JobReport:
     """Write ``{face}_v_{style}.{fmt}`` = [input | style | output] for every face x style.
 
-    Each face is pSp-encoded once and each style embedded once, both at the image's own
-    size (both networks pool to 256 internally); panels are resized to the model's size.
+    Each face is pSp-encoded once and each style embedded once (``cache_dir`` keeps the
+    codes for later runs), both at the image's own size (both networks pool to 256
+    internally); panels are resized to the model's size.  Work units are (face, batch of
+    styles); a ``shard`` takes every ``world``-th unit.  ``align`` (see :class:`FacePreparer`)
+    aligns the input faces first.
     """
+    prepare = FacePreparer(align, model.size)
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     report = JobReport()
+    cache = EncodingCache(cache_dir, model) if cache_dir else None
     faces, styles = io.list_images(input_dir), io.list_images(style_dir)
-    jobs = {(f, s): _out_path(outdir, f"{f.stem}_v_{s.stem}", fmt) for f in faces for s in styles}
-    report.skipped = [p for p in jobs.values() if p.exists() and not overwrite]
-    todo = {k: p for k, p in jobs.items() if overwrite or not p.exists()}
+    units = []  # (face, [(style, output path), ...]) in a fixed order, one batch each
+    for f in faces:
+        outs = [(s, _out_path(outdir, f"{f.stem}_v_{s.stem}", fmt)) for s in styles]
+        report.skipped += [p for _, p in outs if p.exists() and not overwrite]
+        outs = [(s, p) for s, p in outs if overwrite or not p.exists()]
+        units += [(f, outs[sl]) for sl in _batches(len(outs), batch_size)]
+    units = [u for k, u in enumerate(units) if shard.mine(k)]
+
+    def encode(kind: str, path: Path, fn):
+        image = io.read_image(path)
+        if kind != "style":
+            image = prepare(image, path)
+        compute = lambda: fn(io.to_tensor(image, model.device))  # noqa: E731
+        return image, (cache.get(kind, path, compute) if cache else compute())
 
     # Encode each needed style once; keep its code, re-read panels on demand (bounded memory).
     z_embed: dict[Path, torch.Tensor] = {}
-    for s in dict.fromkeys(s for _, s in todo):
+    for s in dict.fromkeys(s for _, outs in units for s, _ in outs):
         try:
-            z_embed[s] = model.embed_style(io.to_tensor(io.read_image(s), model.device))
+            z_embed[s] = encode("style", s, model.embed_style)[1]
         except io.ImageError as exc:
             _fail(report, s, exc)
-    todo = {(f, s): p for (f, s), p in todo.items() if s in z_embed}
 
     @functools.lru_cache(maxsize=64)
     def style_panel(path: Path) -> np.ndarray:
         return io.resize(io.read_image(path), model.size)
 
-    with tqdm(total=len(todo), desc="transfer", unit="img", disable=not progress) as bar:
-        for f in dict.fromkeys(f for f, _ in todo):
-            f_styles = [s for (ff, s) in todo if ff == f]
-            try:
-                face = io.read_image(f)
-            except io.ImageError as exc:
-                _fail(report, f, exc)
-                bar.update(len(f_styles))
+    face_state: dict = {}
+    total = sum(1 for _, outs in units for s, _ in outs if s in z_embed)
+    with tqdm(total=total, desc="transfer", unit="img", disable=not progress) as bar, _BackgroundWriter() as writer:
+        for f, outs in units:
+            outs = [(s, p) for s, p in outs if s in z_embed]
+            if face_state.get("path") != f:  # units of one face are consecutive: encode it once
+                face_state = {"path": f}
+                try:
+                    face, w_plus = encode(prepare.kind, f, model.encode_face)
+                    face_state.update(panel=io.resize(face, model.size), w_plus=w_plus)
+                except io.ImageError as exc:
+                    _fail(report, f, exc)
+            if "w_plus" not in face_state:
+                bar.update(len(outs))
                 continue
-            w_plus = model.encode_face(io.to_tensor(face, model.device))
-            face_panel = io.resize(face, model.size)
-            codes = torch.cat([z_embed[s] for s in f_styles])
-            for sl, images in transfer_batches(model, w_plus.expand(len(f_styles), -1, -1), codes,
-                                               add_weight_index=add_weight_index, batch_size=batch_size):
-                for s, out in zip(f_styles[sl], io.to_uint8(images)):
-                    report.written.append(io.write_image(todo[(f, s)], io.hstack([face_panel, style_panel(s), out]), fmt))
+            if not outs:
+                continue
+            codes = torch.cat([z_embed[s] for s, _ in outs])
+            for _, images in transfer_batches(model, face_state["w_plus"].expand(len(outs), -1, -1), codes,
+                                              add_weight_index=add_weight_index, batch_size=len(outs)):
+                for (s, p), out in zip(outs, io.to_uint8(images)):
+                    writer.submit(io.write_image, p, io.hstack([face_state["panel"], style_panel(s), out]), fmt)
+                    report.written.append(p)
                     bar.update(1)
     return report
 
@@ -247,26 +402,38 @@ def run_video(model: BlendGAN, input_dir: str | Path, style_dir: str | Path, out
               add_weight_index: int | None = VIDEO_ADD_WEIGHT_INDEX, n_styles: int = VIDEO_STYLES,
               seed: int = DEFAULT_SEED, fps: float = VIDEO_FPS, transition_steps: int = VIDEO_TRANSITION_STEPS,
               hold_frames: int = VIDEO_HOLD_FRAMES, batch_size: int = DEFAULT_BATCH_SIZE,
-              overwrite: bool = False, progress: bool = True) -> JobReport:
+              overwrite: bool = False, progress: bool = True, cache_dir: str | Path | None = None,
+              shard: Shard = Shard(), align: str = "never") -> JobReport:
     """Write ``{face}.mp4`` per face: [input | sliding style window | output] while the style
     moves through ``n_styles`` styles picked at random (with repeats, as the official script:
-    ``random.Random(seed).choices``, one draw per face in name order)."""
+    ``random.Random(seed).choices``, one draw per face in name order).  Faces and styles are
+    resized to the model's size before encoding, as the official script did.  A ``shard``
+    renders every ``world``-th video."""
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     report = JobReport()
+    cache = EncodingCache(cache_dir, model) if cache_dir else None
+    prepare = FacePreparer(align, model.size)
+
+    def encode(kind: str, path: Path, image: np.ndarray, fn) -> torch.Tensor:
+        compute = lambda: fn(io.to_tensor(image, model.device))  # noqa: E731
+        return cache.get(f"{kind}{model.size}", path, compute) if cache else compute()
+
     faces, styles = io.list_images(input_dir), io.list_images(style_dir)
     if not styles:
         raise io.ImageError(f"{style_dir}: no style images found")
     rng = random.Random(seed)
     alphas = transition_alphas(transition_steps, hold_frames)
-    for f in tqdm(faces, desc="video", unit="video", disable=not progress):
+    for k, f in enumerate(tqdm(faces, desc="video", unit="video", disable=not progress)):
         chosen = rng.choices(styles, k=n_styles)  # drawn even when skipping, so resumes pick the same
         out = outdir / f"{f.stem}.mp4"
+        if not shard.mine(k):
+            continue
         if out.exists() and not overwrite:
             report.skipped.append(out)
             continue
         try:
-            face = io.resize(io.read_image(f), model.size)
+            face = io.resize(prepare(io.read_image(f), f), model.size)
         except io.ImageError as exc:
             _fail(report, f, exc)
             continue
@@ -278,11 +445,11 @@ def run_video(model: BlendGAN, input_dir: str | Path, style_dir: str | Path, out
                 _fail(report, s, exc)
                 continue
             panels.append(panel)
-            codes.append(model.embed_style(io.to_tensor(panel, model.device)))
+            codes.append(encode("style", s, panel, model.embed_style))
         if len(panels) < 2:
             _fail(report, f, ValueError(f"{f}: needs at least 2 readable style images, got {len(panels)}"))
             continue
-        w_plus = model.encode_face(io.to_tensor(face, model.device))
+        w_plus = encode(prepare.kind, f, face, model.encode_face)
         with io.VideoWriter(out, fps=fps) as writer:
             last = None
             for k in range(len(panels) - 1):

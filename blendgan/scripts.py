@@ -29,6 +29,8 @@ def _parser(description: str) -> argparse.ArgumentParser:
 
 
 def _add_folder_flags(p: argparse.ArgumentParser, add_weight_index: int) -> None:
+    cli.add_cache_flag(p, snake=True)
+    cli.add_align_flag(p)
     p.add_argument("--psp_encoder_ckpt", type=str, default="", help="path to psp_encoder checkpoint")
     p.add_argument("--style_img_path", type=str, default=None, required=True, help="path to style images")
     p.add_argument("--input_img_path", type=str, default=None, required=True, help="path to input images")
@@ -52,16 +54,18 @@ def generate_image_pairs(argv: list[str] | None = None) -> int:
     cli.setup_logging(a.quiet)
 
     def job(a):
-        model = cli.open_model(_ckpt(a.ckpt, cli.DEFAULT_CKPT), None, a.device, a.size, a.channel_multiplier)
-        truncation = a.truncation
-        if model.stored_truncation is not None:  # as the official script: the checkpoint's value wins
-            truncation = model.stored_truncation
-            cli.log.info("truncation %s (from the checkpoint)", truncation)
-        zs = P.load_sample_zs(a.sample_zs, a.pics, model.generator.style_dim) if a.sample_zs else None
         outdir = a.outdir or "."
-        report = P.run_pairs(model, outdir, pics=a.pics, style_image=a.style_img, zs=zs, truncation=truncation,
-                             truncation_mean=a.truncation_mean, add_weight_index=a.add_weight_index, seed=a.seed,
-                             batch_size=a.batch_size, fmt=a.format, overwrite=a.overwrite, progress=not a.quiet)
+        with cli.distributed(a.device) as (shard, device):
+            model = cli.open_model(_ckpt(a.ckpt, cli.DEFAULT_CKPT), None, device, a.size, a.channel_multiplier)
+            truncation = a.truncation
+            if model.stored_truncation is not None:  # as the official script: the checkpoint's value wins
+                truncation = model.stored_truncation
+                cli.log.info("truncation %s (from the checkpoint)", truncation)
+            zs = P.load_sample_zs(a.sample_zs, a.pics, model.generator.style_dim) if a.sample_zs else None
+            report = P.run_pairs(model, outdir, pics=a.pics, style_image=a.style_img, zs=zs, truncation=truncation,
+                                 truncation_mean=a.truncation_mean, add_weight_index=a.add_weight_index,
+                                 seed=a.seed, batch_size=a.batch_size, fmt=a.format, overwrite=a.overwrite,
+                                 progress=not a.quiet and shard.rank == 0, shard=shard)
         return cli.finish(report, outdir)
     return cli.run(job, a)
 
@@ -74,12 +78,14 @@ def style_transfer_folder(argv: list[str] | None = None) -> int:
     cli.setup_logging(a.quiet)
 
     def job(a):
-        model = cli.open_model(_ckpt(a.ckpt, cli.DEFAULT_CKPT), _ckpt(a.psp_encoder_ckpt, cli.DEFAULT_PSP),
-                               a.device, a.size, a.channel_multiplier)
         outdir = a.outdir or "."
-        report = P.run_transfer(model, a.input_img_path, a.style_img_path, outdir,
-                                add_weight_index=a.add_weight_index, batch_size=a.batch_size, fmt=a.format,
-                                overwrite=a.overwrite, progress=not a.quiet)
+        with cli.distributed(a.device) as (shard, device):
+            model = cli.open_model(_ckpt(a.ckpt, cli.DEFAULT_CKPT), _ckpt(a.psp_encoder_ckpt, cli.DEFAULT_PSP),
+                                   device, a.size, a.channel_multiplier)
+            report = P.run_transfer(model, a.input_img_path, a.style_img_path, outdir,
+                                    add_weight_index=a.add_weight_index, batch_size=a.batch_size, fmt=a.format,
+                                    overwrite=a.overwrite, progress=not a.quiet and shard.rank == 0,
+                                    cache_dir=a.cache_dir, shard=shard, align=a.align)
         return cli.finish(report, outdir)
     return cli.run(job, a)
 
@@ -93,13 +99,16 @@ def gen_video(argv: list[str] | None = None) -> int:
     cli.setup_logging(a.quiet)
 
     def job(a):
-        model = cli.open_model(_ckpt(a.ckpt, cli.DEFAULT_CKPT), _ckpt(a.psp_encoder_ckpt, cli.DEFAULT_PSP),
-                               a.device, a.size, a.channel_multiplier)
         outdir = a.outdir or "."
-        report = P.run_video(model, a.input_img_path, a.style_img_path, outdir, add_weight_index=a.add_weight_index,
-                             n_styles=a.styles, seed=a.seed, fps=a.fps, transition_steps=a.transition_steps,
-                             hold_frames=a.hold_frames, batch_size=a.batch_size, overwrite=a.overwrite,
-                             progress=not a.quiet)
+        with cli.distributed(a.device) as (shard, device):
+            model = cli.open_model(_ckpt(a.ckpt, cli.DEFAULT_CKPT), _ckpt(a.psp_encoder_ckpt, cli.DEFAULT_PSP),
+                                   device, a.size, a.channel_multiplier)
+            report = P.run_video(model, a.input_img_path, a.style_img_path, outdir,
+                                 add_weight_index=a.add_weight_index, n_styles=a.styles, seed=a.seed, fps=a.fps,
+                                 transition_steps=a.transition_steps, hold_frames=a.hold_frames,
+                                 batch_size=a.batch_size, overwrite=a.overwrite,
+                                 progress=not a.quiet and shard.rank == 0, cache_dir=a.cache_dir, shard=shard,
+                                 align=a.align)
         return cli.finish(report, outdir)
     return cli.run(job, a)
 

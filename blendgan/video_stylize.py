@@ -28,12 +28,13 @@ import torch
 
 from . import io
 from .align import FaceAligner, crop_quad, face_quad, quad_to_image_matrix
+from .pipeline import DEFAULT_BATCH_SIZE, TRANSFER_ADD_WEIGHT_INDEX
 
 log = logging.getLogger("blendgan")
 
 DEFAULT_ALIGN_SIZE = 256       # pSp's input size (it pools larger crops to 256 anyway)
 DEFAULT_SMOOTH = 1.0           # One-Euro minimum cutoff (Hz): lower = steadier, more lag
-SMOOTH_BETA = 4.0              # cutoff added per face-width/s of landmark speed
+SMOOTH_BETA = 20.0             # Hz added per face-width/s of landmark speed (less lag when moving)
 SMOOTH_D_CUTOFF = 1.0          # cutoff (Hz) of the speed estimate
 TRACK_JUMP = 0.5               # a box further than this (in box sizes) from the last face is a new face
 MASK_CENTRE = (0.5, 0.53)      # paste mask in crop units (x, y): ellipse over face and hair
@@ -99,9 +100,10 @@ class OneEuroFilter:
 class FaceTracker:
     """Landmarks [68, 2] of one face through a sequence of frames (None where it is not found).
 
-    Starts on the largest confirmed face; then follows the box nearest the last one without
-    the CNN confirmation (a box further than ``TRACK_JUMP`` box sizes is a new face, which
-    is confirmed again).  ``smooth``: One-Euro min cutoff in Hz, None/0 = raw landmarks.
+    Starts on the largest confirmed face in the frame; then searches only around the last
+    box and follows the nearest face there (within ``TRACK_JUMP`` box sizes); when that
+    fails the whole frame is searched again and the smoothing restarts.  ``smooth``: the
+    One-Euro filter's minimum cutoff in Hz; None/0: raw landmarks.
     """
 
     def __init__(self, aligner: FaceAligner, fps: float, smooth: float | None = DEFAULT_SMOOTH):
@@ -110,16 +112,16 @@ class FaceTracker:
         self._box: tuple[float, float, float, float] | None = None
 
     def _pick(self, rgb: np.ndarray):
-        if self._box is not None:
-            boxes = self.aligner.detect(rgb, verify=False)
-            if boxes:
-                cx, cy, s = _box_centre_size(self._box)
-                best = min(boxes, key=lambda b: np.hypot(*(np.subtract(_box_centre_size(b)[:2], (cx, cy)))))
-                if np.hypot(*np.subtract(_box_centre_size(best)[:2], (cx, cy))) <= TRACK_JUMP * s:
-                    return best
-                boxes = [b for b in boxes if self.aligner.confirm(rgb, b)]  # a different face: confirm
-            self.reset()
-            return boxes[0] if boxes else None
+        if self._box is not None:  # look near the face followed so far
+            cx, cy, s = _box_centre_size(self._box)
+
+            def dist(b):
+                bx, by, _ = _box_centre_size(b)
+                return np.hypot(bx - cx, by - cy)
+            near = [b for b in self.aligner.detect_near(rgb, self._box) if dist(b) <= TRACK_JUMP * s]
+            if near:
+                return min(near, key=dist)
+            self.reset()  # lost it: search the whole frame, confirming candidates
         boxes = self.aligner.detect(rgb)
         return boxes[0] if boxes else None
 
@@ -201,8 +203,9 @@ def style_code(model, style) -> torch.Tensor:
 
 @torch.inference_mode()
 def stylize_frames(model, frames: Iterable[np.ndarray], z_embed: torch.Tensor, fps: float, *,
-                   add_weight_index: int | None = 6, batch_size: int = 4, align_size: int = DEFAULT_ALIGN_SIZE,
-                   smooth: float | None = DEFAULT_SMOOTH, aligner: FaceAligner | None = None) -> Iterator[np.ndarray]:
+                   add_weight_index: int | None = TRANSFER_ADD_WEIGHT_INDEX, batch_size: int = DEFAULT_BATCH_SIZE,
+                   align_size: int = DEFAULT_ALIGN_SIZE, smooth: float | None = DEFAULT_SMOOTH,
+                   aligner: FaceAligner | None = None) -> Iterator[np.ndarray]:
     """Restyle the face in each RGB uint8 frame [H, W, 3]; yields frames [H, W, 3] in order.
 
     ``z_embed`` [1, 512] (from :func:`style_code`); ``fps`` sets the smoothing's time step.
@@ -233,8 +236,9 @@ def stylize_frames(model, frames: Iterable[np.ndarray], z_embed: torch.Tensor, f
         else:
             quad = face_quad(lm)
             pending.append((frame, quad, crop_quad(frame, quad, align_size)))
-        if sum(c is not None for _, _, c in pending) >= batch_size:
-            yield from flush()
+        faces = sum(c is not None for _, _, c in pending)
+        if faces >= batch_size or (faces == 0 and pending) or len(pending) >= 4 * batch_size:
+            yield from flush()  # bounded: at most 4 * batch_size frames are held
     yield from flush()
 
 
@@ -279,8 +283,9 @@ def video_fps(stream) -> float:
 
 @torch.inference_mode()
 def stylize_video(model, input_video: str | os.PathLike, style_image, out_path: str | os.PathLike, *,
-                  add_weight_index: int | None = 6, batch_size: int = 4, align_size: int = DEFAULT_ALIGN_SIZE,
-                  smooth: float | None = DEFAULT_SMOOTH, keep_audio: bool = True, crf: int = DEFAULT_CRF,
+                  add_weight_index: int | None = TRANSFER_ADD_WEIGHT_INDEX, batch_size: int = DEFAULT_BATCH_SIZE,
+                  align_size: int = DEFAULT_ALIGN_SIZE, smooth: float | None = DEFAULT_SMOOTH,
+                  keep_audio: bool = True, crf: int = DEFAULT_CRF,
                   progress: bool = True, aligner: FaceAligner | None = None) -> Path:
     """Restyle the face in ``input_video`` with ``style_image`` (see :func:`style_code`); write
     ``out_path`` atomically and return it.
@@ -296,9 +301,13 @@ def stylize_video(model, input_video: str | os.PathLike, style_image, out_path: 
         raise VideoError('video input needs PyAV: pip install "blendgan[video]"') from None
     from tqdm.auto import tqdm
     input_video, out_path = Path(input_video), Path(out_path)
+    if out_path.exists() and out_path.resolve() == input_video.resolve():
+        raise ValueError(f"{out_path}: the output would replace the input video")
     suffix = out_path.suffix.lower()
     if suffix != ".gif" and suffix not in CONTAINERS:
         raise ValueError(f"{out_path}: output must end in .gif or {', '.join(CONTAINERS)}")
+    if model.psp is None:
+        raise ValueError("video stylization needs the pSp encoder (load it with psp_encoder=...)")
     aligner = (aligner or FaceAligner()).load()
     z_embed = style_code(model, style_image)
     src = _open_video(input_video)
@@ -315,7 +324,8 @@ def stylize_video(model, input_video: str | os.PathLike, style_image, out_path: 
             write_gif(_counted(stylize_frames(model, frames, z_embed, fps, **kwargs), bar), out_path, fps)
         else:
             with io.atomic_path(out_path) as tmp:
-                _transcode(input_video, src, vin, ain, tmp, CONTAINERS[suffix], fps, crf, model, z_embed, kwargs, bar)
+                _transcode(input_video, src, vin, ain, tmp, CONTAINERS[suffix], fps, crf, model, z_embed, kwargs,
+                           bar)
         bar.close()
     except av.FFmpegError as exc:
         raise VideoError(f"{input_video}: video processing failed ({exc})") from None
@@ -330,7 +340,8 @@ def _counted(frames: Iterator[np.ndarray], bar) -> Iterator[np.ndarray]:
         yield f
 
 
-def _transcode(path: Path, src, vin, ain, tmp: Path, fmt: str, fps: float, crf: int, model, z_embed, kwargs, bar) -> None:
+def _transcode(path: Path, src, vin, ain, tmp: Path, fmt: str, fps: float, crf: int, model, z_embed, kwargs,
+               bar) -> None:
     """Decode ``src``, stylize its frames, encode them to ``tmp`` (H.264) with ``ain``'s audio."""
     import av
     from fractions import Fraction

@@ -5,7 +5,9 @@ Photos: scikit-image's astronaut (public domain, see test_imgs/README.md).  Test
 dlib skip without the ``align`` extra; the geometry tests run everywhere.
 """
 import argparse
+import importlib.util
 import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -20,7 +22,7 @@ S = 256  # crop size of the dlib tests (landmarks are re-detected on the crops)
 @pytest.fixture(scope="module")
 def aligner():
     pytest.importorskip("dlib", reason='needs the align extra: pip install "blendgan[align]"')
-    if A.importlib.util.find_spec("face_recognition_models") is None:
+    if importlib.util.find_spec("face_recognition_models") is None:
         pytest.skip('needs the align extra: pip install "blendgan[align]"')
     return A.FaceAligner().load()
 
@@ -150,7 +152,7 @@ def test_aligned_crop_is_canonical(aligner, astronaut):
     assert abs(np.degrees(np.arctan2(*(eye_r - eye_l)[::-1]))) < 2
     assert abs((eye_l[0] + eye_r[0]) / 2 - S / 2) < 0.02 * S
     # the bundled FFHQ-style crop (made from hand-measured points) agrees
-    bundled = io.resize(io.read_image(A.Path(__file__).parents[1] / "test_imgs/face_imgs/astronaut_512.jpg"), S)
+    bundled = io.resize(io.read_image(Path(__file__).parents[1] / "test_imgs/face_imgs/astronaut_512.jpg"), S)
     assert np.linalg.norm(aligner.landmarks(bundled)[0] - lm, axis=1).mean() < 0.02 * S
 
 
@@ -164,7 +166,7 @@ def test_align_path_no_face_all_faces_resume(aligner, astronaut, tmp_path, caplo
     io.write_image(src / "e_two.jpg", io.hstack([astronaut, astronaut[:, ::-1]]))
     r = A.align_path(src, out, size=128, progress=False, aligner=aligner)
     assert sorted(p.name for p in r.written) == ["a_face.png", "e_two.png"]
-    assert [(A.Path(p).name, "\n" in why) for p, why in r.failed] == [
+    assert [(Path(p).name, "\n" in why) for p, why in r.failed] == [
         ("b_noise.png", False), ("c_flat.png", False), ("d_broken.jpg", False)]
     assert "b_noise.png: no face found" in r.failed[0][1]
     assert io.read_image(out / "a_face.png").shape == (128, 128, 3)

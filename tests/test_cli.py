@@ -115,3 +115,22 @@ def test_help_of_every_command():
         with pytest.raises(SystemExit) as e:
             main(args)
         assert e.value.code == 0
+
+
+def test_transfer_with_alignment(golden_ckpts, sample_dirs, tmp_path):
+    """--align always: the face is FFHQ-aligned before encoding (needs the align extra)."""
+    pytest.importorskip("dlib")
+    faces = tmp_path / "faces"
+    faces.mkdir()
+    src = ROOT / "test_imgs" / "face_imgs" / "astronaut_512.jpg"
+    img = io.read_image(src)
+    io.write_image(faces / "padded.png", np.pad(img, ((40, 90), (120, 10), (0, 0)), mode="edge"))
+    style = sorted(sample_dirs.styles.iterdir())[0]
+    rc = main(["transfer", "--ckpt", str(golden_ckpts.blendgan), "--psp-encoder", str(golden_ckpts.psp),
+               "--input", str(faces), "--style", str(style), "--outdir", str(tmp_path / "o"), "--quiet",
+               "--align", "--format", "png", "--device", "cpu"])
+    assert rc == 0
+    out = io.read_image(tmp_path / "o" / f"padded_v_{style.stem}.png")
+    # the input panel is the aligned crop, not the padded photo squeezed into a square
+    squeezed = io.resize(io.read_image(faces / "padded.png"), 256)
+    assert np.abs(out[:, :256].astype(int) - squeezed).mean() > 5
