@@ -86,7 +86,7 @@ def to_tensor(images: np.ndarray | Sequence[np.ndarray], device: torch.device | 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
     """[N, 3, H, W] in [-1, 1] -> RGB uint8 [N, H, W, 3] (clamped, truncated)."""
-    x = (images.detach() * 0.5 + 0.5) * 255
+    x = (images.detach().float() * 0.5 + 0.5) * 255
     return x.clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 

@@ -21,6 +21,18 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     return torch.device(device)
 
 
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def resolve_dtype(dtype: torch.dtype | str) -> torch.dtype:
+    """``'fp32'``/``'bf16'``/``'fp16'`` (or a torch dtype) -> torch dtype."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {dtype!r}")
+    return PRECISIONS[dtype]
+
+
 def _check_image(x: torch.Tensor, what: str) -> None:
     if not isinstance(x, torch.Tensor) or x.ndim != 4 or x.shape[1] != 3:
         shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
@@ -56,16 +68,18 @@ class BlendGAN(nn.Module):
     @classmethod
     def from_pretrained(cls, ckpt: str | os.PathLike, psp_encoder: str | os.PathLike | None = None,
                         device: str | torch.device | None = "cpu", size: int | None = None,
-                        channel_multiplier: int | None = None) -> "BlendGAN":
+                        channel_multiplier: int | None = None,
+                        dtype: torch.dtype | str = torch.float32) -> "BlendGAN":
         """Load ``blendgan.pt`` (and ``psp_encoder.pt``) unchanged; resolution is inferred.
 
-        Raises :class:`blendgan.checkpoint.CheckpointError` (one line, naming the file) for a
+        ``dtype``: compute precision — float32 (default; matches the official outputs),
+        bfloat16 (fast on CPUs with AMX and on recent GPUs) or float16 (GPUs).  Raises :class:`blendgan.checkpoint.CheckpointError` (one line, naming the file) for a
         missing, damaged or mismatched file.
         """
         g = ckpt_io.load_generator(ckpt, size=size, channel_multiplier=channel_multiplier)
         psp = ckpt_io.load_psp(psp_encoder, g.generator.n_latent) if psp_encoder else None
         model = cls(g.generator, psp, g.latent_avg, g.truncation)
-        return model.to(resolve_device(device)).eval()
+        return model.to(resolve_device(device), resolve_dtype(dtype)).eval()
 
     # -- properties ------------------------------------------------------------------------
     @property
@@ -79,6 +93,11 @@ class BlendGAN(nn.Module):
     @property
     def device(self) -> torch.device:
         return self.generator.input.input.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """Compute precision (float32 by default; inputs are cast to it, outputs come in it)."""
+        return self.generator.input.input.dtype
 
     @property
     def has_style_encoder(self) -> bool:
@@ -95,20 +114,20 @@ class BlendGAN(nn.Module):
         _check_image(style, "style")
         if not self.has_style_encoder:
             raise RuntimeError("this checkpoint has no style encoder ('embedder.*' weights)")
-        return self.generator.embedder(style.to(self.device, torch.float32))
+        return self.generator.embedder(style.to(self.device, self.dtype))
 
     def encode_face(self, face: torch.Tensor) -> torch.Tensor:
         """Face image [N, 3, H, W] in [-1, 1] -> W+ [N, n_latent, 512] (``latent_avg`` added)."""
         _check_image(face, "face")
         if self.psp is None:
             raise RuntimeError("no pSp encoder loaded: pass psp_encoder=... to BlendGAN.from_pretrained")
-        return self.psp(face.to(self.device, torch.float32))
+        return self.psp(face.to(self.device, self.dtype))
 
     # -- latents ---------------------------------------------------------------------------
     def mean_latent(self, n: int = DEFAULT_TRUNCATION_MEAN,
                     generator: torch.Generator | None = None) -> torch.Tensor:
         """Mean of ``n`` mapped random z: [1, 512].  Draws ``randn(n, 512)`` from ``generator``."""
-        z = torch.randn(n, self.generator.style_dim, generator=generator, device=self.device)
+        z = torch.randn(n, self.generator.style_dim, generator=generator, device=self.device).to(self.dtype)
         return self.generator.mapping(z).mean(0, keepdim=True)
 
     def truncation_latent(self, n: int = DEFAULT_TRUNCATION_MEAN,
@@ -135,7 +154,7 @@ class BlendGAN(nn.Module):
         :attr:`default_truncation`.
         """
         t = self.default_truncation if truncation is None else truncation
-        w = self.generator.mapping(z.to(self.device, torch.float32))
+        w = self.generator.mapping(z.to(self.device, self.dtype))
         if t < 1:
             avg = self.truncation_latent() if truncation_latent is None else truncation_latent
             w = avg + t * (w - avg)
@@ -151,7 +170,7 @@ class BlendGAN(nn.Module):
         self._check_index(add_weight_index)
         if z_embed is None:
             return w_plus
-        z_embed = _match_batch(z_embed.to(self.device, torch.float32), w_plus.shape[0], "z_embed")
+        z_embed = _match_batch(z_embed.to(self.device, self.dtype), w_plus.shape[0], "z_embed")
         return self.generator.blend(w_plus, self.generator.style_mapping(z_embed), add_weight_index)
 
     # -- synthesis -------------------------------------------------------------------------
@@ -180,7 +199,7 @@ class BlendGAN(nn.Module):
             if w_plus.ndim != 3 or w_plus.shape[1:] != (self.n_latent, self.generator.style_dim):
                 raise ValueError(f"w_plus must be [N, {self.n_latent}, {self.generator.style_dim}], "
                                  f"got {tuple(w_plus.shape)}")
-            w_plus = w_plus.to(self.device, torch.float32)
+            w_plus = w_plus.to(self.device, self.dtype)
             if truncation is not None and truncation < 1:
                 avg = self.truncation_latent() if truncation_latent is None else truncation_latent
                 w_plus = avg.unsqueeze(1) + truncation * (w_plus - avg.unsqueeze(1))

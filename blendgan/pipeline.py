@@ -90,7 +90,7 @@ class EncodingCache:
     def _fingerprint(self, kind: str) -> str:
         if kind not in self._prints:
             net = self.model.generator.embedder if kind.startswith("style") else self.model.psp
-            digest = hashlib.sha256(kind.encode())
+            digest = hashlib.sha256(f"{kind}:{self.model.dtype}".encode())
             for tensor in list(net.state_dict().values())[-4:]:  # last layers and latent_avg
                 digest.update(tensor.detach().float().cpu().numpy().tobytes())
             self._prints[kind] = digest.hexdigest()[:16]
@@ -238,7 +238,7 @@ def interpolation_frames(model: BlendGAN, w_plus: torch.Tensor, z_prev: torch.Te
                          batch_size: int = DEFAULT_BATCH_SIZE) -> Iterator[tuple[slice, torch.Tensor]]:
     """Frames [B, 3, S, S] of face ``w_plus`` [1, n_latent, 512] while its style moves from
     ``z_prev`` to ``z_next`` ([1, 512]) by ``lerp`` at each alpha."""
-    a = torch.tensor(list(alphas), dtype=torch.float32, device=model.device).view(-1, 1)
+    a = torch.tensor(list(alphas), dtype=z_prev.dtype, device=model.device).view(-1, 1)
     for sl in _batches(len(alphas), batch_size):
         z = torch.lerp(z_prev.expand(a[sl].shape[0], -1), z_next.expand(a[sl].shape[0], -1), a[sl])
         yield sl, model.synthesize(w_plus=w_plus.expand(z.shape[0], -1, -1), z_embed=z,

@@ -56,7 +56,8 @@ def generate_image_pairs(argv: list[str] | None = None) -> int:
     def job(a):
         outdir = a.outdir or "."
         with cli.distributed(a.device) as (shard, device):
-            model = cli.open_model(_ckpt(a.ckpt, cli.DEFAULT_CKPT), None, device, a.size, a.channel_multiplier)
+            model = cli.open_model(_ckpt(a.ckpt, cli.DEFAULT_CKPT), None, device, a.size, a.channel_multiplier,
+                                   a.precision)
             truncation = a.truncation
             if model.stored_truncation is not None:  # as the official script: the checkpoint's value wins
                 truncation = model.stored_truncation
@@ -81,7 +82,7 @@ def style_transfer_folder(argv: list[str] | None = None) -> int:
         outdir = a.outdir or "."
         with cli.distributed(a.device) as (shard, device):
             model = cli.open_model(_ckpt(a.ckpt, cli.DEFAULT_CKPT), _ckpt(a.psp_encoder_ckpt, cli.DEFAULT_PSP),
-                                   device, a.size, a.channel_multiplier)
+                                   device, a.size, a.channel_multiplier, a.precision)
             report = P.run_transfer(model, a.input_img_path, a.style_img_path, outdir,
                                     add_weight_index=a.add_weight_index, batch_size=a.batch_size, fmt=a.format,
                                     overwrite=a.overwrite, progress=not a.quiet and shard.rank == 0,
@@ -102,7 +103,7 @@ def gen_video(argv: list[str] | None = None) -> int:
         outdir = a.outdir or "."
         with cli.distributed(a.device) as (shard, device):
             model = cli.open_model(_ckpt(a.ckpt, cli.DEFAULT_CKPT), _ckpt(a.psp_encoder_ckpt, cli.DEFAULT_PSP),
-                                   device, a.size, a.channel_multiplier)
+                                   device, a.size, a.channel_multiplier, a.precision)
             report = P.run_video(model, a.input_img_path, a.style_img_path, outdir,
                                  add_weight_index=a.add_weight_index, n_styles=a.styles, seed=a.seed, fps=a.fps,
                                  transition_steps=a.transition_steps, hold_frames=a.hold_frames,

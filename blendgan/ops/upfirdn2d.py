@@ -47,6 +47,10 @@ def upfirdn2d_ref(x: torch.Tensor, f: torch.Tensor, up=1, down=1, pad=(0, 0)) ->
     """Reference path in plain PyTorch (any device, any float dtype, autograd to any order)."""
     f, upx, upy, downx, downy, (px0, px1, py0, py1) = _params(x, f, up, down, pad)
     n, c, h, w = x.shape
+    weight = f.flip([0, 1]).to(x.dtype)[None, None].expand(c, 1, *f.shape)
+    if upx == upy == 1 and px0 == px1 >= 0 and py0 == py1 >= 0:
+        # plain blur / blur-and-decimate: let the convolution pad and stride (no copies)
+        return F.conv2d(x, weight, stride=(downy, downx), padding=(py0, px0), groups=c)
     # 1. upsample by inserting (up - 1) zeros after every sample
     if upx > 1 or upy > 1:
         x = x.reshape(n, c, h, 1, w, 1)
@@ -55,13 +59,9 @@ def upfirdn2d_ref(x: torch.Tensor, f: torch.Tensor, up=1, down=1, pad=(0, 0)) ->
     # 2. pad with zeros; negative amounts crop
     x = F.pad(x, [max(px0, 0), max(px1, 0), max(py0, 0), max(py1, 0)])
     x = x[:, :, max(-py0, 0):x.shape[2] - max(-py1, 0), max(-px0, 0):x.shape[3] - max(-px1, 0)]
-    # 3. FIR filter each channel (true convolution: correlate with the flipped filter)
-    weight = f.flip([0, 1]).to(x.dtype)[None, None].expand(c, 1, *f.shape)
-    x = F.conv2d(x, weight, groups=c)
-    # 4. downsample by keeping every down-th sample
-    if downx > 1 or downy > 1:
-        x = x[:, :, ::downy, ::downx]
-    return x
+    # 3. FIR filter each channel (true convolution: correlate with the flipped filter), and
+    # 4. downsample by keeping every down-th sample (the convolution's stride)
+    return F.conv2d(x, weight, stride=(downy, downx), groups=c)
 
 
 def upfirdn2d(x: torch.Tensor, f: torch.Tensor, up=1, down=1, pad=(0, 0)) -> torch.Tensor:
