@@ -237,6 +237,20 @@ def _model_flags(p: argparse.ArgumentParser, psp: bool) -> None:
                    default=None, help="checked against the checkpoint (inferred when omitted)")
 
 
+def _folder_job_flags(p: argparse.ArgumentParser, outdir: str, add_weight_index: int, input_help: str) -> None:
+    """Flags shared by the jobs that read a face folder and a style folder."""
+    _model_flags(p, psp=True)
+    p.add_argument("--input", "--input-img-path", "--input_img_path", dest="input_img_path", required=True,
+                   help=input_help)
+    p.add_argument("--style", "--style-img-path", "--style_img_path", dest="style_img_path", required=True,
+                   help="style image or folder")
+    p.add_argument("--outdir", default=outdir, help="output folder (default %(default)s)")
+    add_cache_flag(p)
+    add_align_flag(p)
+    p.add_argument("--add-weight-index", "--add_weight_index", dest="add_weight_index", type=index_arg,
+                   default=add_weight_index, help="first N W+ layers stay pure face (default %(default)s)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="blendgan", description="BlendGAN: arbitrary stylized face generation.")
     parser.add_argument("--version", action="version", version=f"blendgan {__version__}")
@@ -261,30 +275,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_pairs)
 
     p = sub.add_parser("transfer", help="style transfer: every face x every style in two folders")
-    _model_flags(p, psp=True)
-    p.add_argument("--input", "--input-img-path", "--input_img_path", dest="input_img_path", required=True,
-                   help="face image or folder")
-    p.add_argument("--style", "--style-img-path", "--style_img_path", dest="style_img_path", required=True,
-                   help="style image or folder")
-    p.add_argument("--outdir", default="outputs/transfer", help="output folder (default %(default)s)")
-    add_cache_flag(p)
-    add_align_flag(p)
-    p.add_argument("--add-weight-index", "--add_weight_index", dest="add_weight_index", type=index_arg,
-                   default=P.TRANSFER_ADD_WEIGHT_INDEX, help="(default %(default)s)")
+    _folder_job_flags(p, "outputs/transfer", P.TRANSFER_ADD_WEIGHT_INDEX, "face image or folder")
     add_runtime_flags(p)
     p.set_defaults(func=cmd_transfer)
 
     p = sub.add_parser("video", help="interpolation video of each face through random styles")
-    _model_flags(p, psp=True)
-    p.add_argument("--input", "--input-img-path", "--input_img_path", dest="input_img_path", required=True,
-                   help="face image or folder")
-    p.add_argument("--style", "--style-img-path", "--style_img_path", dest="style_img_path", required=True,
-                   help="style folder")
-    p.add_argument("--outdir", default="outputs/video", help="output folder (default %(default)s)")
-    add_cache_flag(p)
-    add_align_flag(p)
-    p.add_argument("--add-weight-index", "--add_weight_index", dest="add_weight_index", type=index_arg,
-                   default=P.VIDEO_ADD_WEIGHT_INDEX, help="(default %(default)s)")
+    _folder_job_flags(p, "outputs/video", P.VIDEO_ADD_WEIGHT_INDEX,
+                      "face image or folder, or a video of a face (.mp4 .mov .mkv ...)")
     add_video_flags(p)
     p.add_argument("--gif", action="store_true", help="with a video --input: write a GIF instead of an mp4")
     add_runtime_flags(p)

@@ -8,6 +8,7 @@ atomically: to a temporary file in the destination folder, then renamed.
 """
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import secrets
@@ -155,11 +156,7 @@ def hstack(panels: Sequence[np.ndarray]) -> np.ndarray:
 # -- video ------------------------------------------------------------------------------------
 def video_backend() -> str:
     """``'pyav'`` (H.264, browser-playable) when PyAV is installed, else ``'opencv'`` (mp4v)."""
-    try:
-        import av  # noqa: F401
-        return "pyav"
-    except ImportError:
-        return "opencv"
+    return "pyav" if importlib.util.find_spec("av") is not None else "opencv"
 
 
 class VideoWriter:

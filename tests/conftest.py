@@ -68,3 +68,22 @@ def sample_dirs(tmp_path_factory) -> types.SimpleNamespace:
     for src in sorted((ROOT / "test_imgs" / "style_imgs").iterdir())[:2]:
         shutil.copy(src, styles / src.name)
     return types.SimpleNamespace(faces=faces, styles=styles)
+
+
+@pytest.fixture(scope="session")
+def aligner():
+    """A loaded FaceAligner (skips without the ``align`` extra)."""
+    import importlib.util
+    pytest.importorskip("dlib", reason='needs the align extra: pip install "blendgan[align]"')
+    if importlib.util.find_spec("face_recognition_models") is None:
+        pytest.skip('needs the align extra: pip install "blendgan[align]"')
+    from blendgan.align import FaceAligner
+    return FaceAligner().load()
+
+
+@pytest.fixture(scope="session")
+def astronaut():
+    """scikit-image's public-domain astronaut photo, RGB uint8 [512, 512, 3]."""
+    import numpy as np
+    data = pytest.importorskip("skimage.data")
+    return np.ascontiguousarray(data.astronaut()[..., :3])

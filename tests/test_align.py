@@ -5,7 +5,6 @@ Photos: scikit-image's astronaut (public domain, see test_imgs/README.md).  Test
 dlib skip without the ``align`` extra; the geometry tests run everywhere.
 """
 import argparse
-import importlib.util
 import sys
 from pathlib import Path
 
@@ -17,20 +16,6 @@ from blendgan import align as A
 from blendgan import io
 
 S = 256  # crop size of the dlib tests (landmarks are re-detected on the crops)
-
-
-@pytest.fixture(scope="module")
-def aligner():
-    pytest.importorskip("dlib", reason='needs the align extra: pip install "blendgan[align]"')
-    if importlib.util.find_spec("face_recognition_models") is None:
-        pytest.skip('needs the align extra: pip install "blendgan[align]"')
-    return A.FaceAligner().load()
-
-
-@pytest.fixture(scope="module")
-def astronaut():
-    data = pytest.importorskip("skimage.data")
-    return np.ascontiguousarray(data.astronaut()[..., :3])
 
 
 def transform(img, angle, scale, pad, border=cv2.BORDER_CONSTANT):

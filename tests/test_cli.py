@@ -1,5 +1,4 @@
 """The console command and the drop-in scripts, end to end on the 256px test checkpoints."""
-import os
 import subprocess
 import sys
 

@@ -4,7 +4,6 @@ frame count, audio) with a stand-in model and with the 256px model (random weigh
 The test video is made here: scikit-image's astronaut (public domain) moving a little from
 frame to frame, with a 440 Hz tone.  Tests needing PyAV or dlib skip without them.
 """
-import importlib.util
 from pathlib import Path
 
 import cv2
@@ -17,20 +16,6 @@ from blendgan import video_stylize as V
 
 FPS = 24
 CARTOON = Path(__file__).resolve().parents[1] / "test_imgs" / "style_imgs" / "cartoon.png"
-
-
-@pytest.fixture(scope="module")
-def aligner():
-    pytest.importorskip("dlib", reason='needs the align extra: pip install "blendgan[align]"')
-    if importlib.util.find_spec("face_recognition_models") is None:
-        pytest.skip('needs the align extra: pip install "blendgan[align]"')
-    return A.FaceAligner().load()
-
-
-@pytest.fixture(scope="module")
-def astronaut():
-    data = pytest.importorskip("skimage.data")
-    return np.ascontiguousarray(data.astronaut()[..., :3])
 
 
 def face_frames(astronaut, n, size=(320, 240), face=True):

@@ -34,12 +34,11 @@ def vgg19_features() -> nn.Sequential:
 
 def gram_dim(cfg=VGG19_CFG, layers=FEATURE_LAYERS) -> int:
     """Length of the concatenated Gram vector (610304 for VGG19)."""
-    widths, index, channels = {}, 0, 3
+    widths, index = {}, 0
     for v in cfg:
         if v == "M":
             index += 1
         else:
-            channels = v
             widths[index + 1] = v  # the ReLU after this conv
             index += 2
     return sum(widths[i] ** 2 for i in layers)
