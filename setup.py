@@ -23,6 +23,7 @@ EXTRAS = {
     "download": ["gdown>=4.6"],                                # official weights from Google Drive
     "align": ["dlib-bin>=19.24", "face-recognition-models>=0.3"],
     "web": ["gradio>=4.0"],
+    "train": ["tensorboard>=2.10"],
     "test": ["pytest>=7.0", "scikit-image>=0.19"],  # skimage ships the public-domain test photos
 }
 EXTRAS["all"] = sorted({dep for deps in EXTRAS.values() for dep in deps})
@@ -35,7 +36,7 @@ setup(
     long_description_content_type="text/markdown",
     license="MIT",
     python_requires=">=3.9",
-    packages=["blendgan", "blendgan.ops", "blendgan.models", "blendgan._op_src"],
+    packages=["blendgan", "blendgan.ops", "blendgan.models", "blendgan.train", "blendgan._op_src"],
     package_dir={"blendgan._op_src": "op"},
     package_data={"blendgan._op_src": ["*.cpp", "*.cu", "*.cuh", "*.h"]},
     install_requires=REQUIRES,

@@ -300,6 +300,9 @@ def build_parser() -> argparse.ArgumentParser:
                    choices=["blendgan", "psp_encoder", "style_encoder"], help="which files (default: %(default)s)")
     p.add_argument("--overwrite", action="store_true", help="fetch again even if present and valid")
     p.set_defaults(func=cmd_download)
+
+    from .train import add_subparsers as add_train_subparsers
+    add_train_subparsers(sub)
     return parser
 
 

@@ -37,10 +37,11 @@ def main(argv: list[str] | None = None) -> int:
     """Parse ``argv`` and run the command: exit status (2 with a one-line message on bad input)."""
     args = build_parser().parse_args(argv)
     log = logging.getLogger("blendgan")
-    if not log.handlers:
+    saved = log.handlers[:], log.level, log.propagate
+    if not log.handlers:  # messages on stderr for this call; the logger is restored afterwards
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
-        log.addHandler(handler)
+        log.handlers[:] = [handler]
         log.setLevel(logging.WARNING if getattr(args, "quiet", False) else logging.INFO)
         log.propagate = False
     try:
@@ -48,3 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     except TrainError as exc:
         print(f"blendgan: error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        log.handlers[:] = saved[0]
+        log.setLevel(saved[1])
+        log.propagate = saved[2]

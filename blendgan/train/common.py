@@ -110,6 +110,30 @@ def any_process(flag: bool, env: DistEnv) -> bool:
     return bool(t.item() > 0)
 
 
+class _GatherWithGrad(torch.autograd.Function):
+    """all_gather along dim 0 whose backward sums the gradients of every process and keeps
+    this process's slice (the gradient of the sum of all processes' losses)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        world, rank = dist.get_world_size(), dist.get_rank()
+        parts = [torch.empty_like(x) for _ in range(world)]
+        dist.all_gather(parts, x.contiguous())
+        ctx.rank, ctx.n = rank, x.shape[0]
+        return torch.cat(parts)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad)
+        return grad[ctx.rank * ctx.n:(ctx.rank + 1) * ctx.n]
+
+
+def gather_with_grad(x: torch.Tensor, env: DistEnv) -> torch.Tensor:
+    """[B, ...] per process -> [world·B, ...] (rank order), differentiable; identity for one process."""
+    return _GatherWithGrad.apply(x) if env.distributed else x
+
+
 def gather_objects(obj: Any, env: DistEnv) -> list:
     """``[obj of rank 0, obj of rank 1, ...]`` on every process."""
     if not env.distributed:
@@ -299,6 +323,15 @@ def resolve_resume(path: str | os.PathLike) -> Path:
                      f"{CHECKPOINT_DIR}/{LATEST})")
 
 
+def settle_outdir(args: argparse.Namespace, resume_path: Path | None) -> None:
+    """``--outdir`` defaults to the resumed run's folder; without ``--resume`` it is required."""
+    if args.outdir is None:
+        if resume_path is None:
+            raise TrainError("give the run folder with --outdir")
+        parent = resume_path.parent
+        args.outdir = str(parent.parent if parent.name == CHECKPOINT_DIR else parent)
+
+
 def load_training_checkpoint(path: str | os.PathLike, kind: str) -> dict:
     """Read a checkpoint written by this package (``weights_only``); ``kind`` is checked."""
     try:
@@ -393,6 +426,19 @@ def assign_style_encoder(encoder: nn.Module, sd: dict, path, need_mlp: bool) -> 
                              f"{tuple(expected[k].shape)} (does --style-dim match?)")
     encoder.load_state_dict({k: sd[k].float() for k in use}, strict=False)
     return has_vgg, has_mlp
+
+
+@torch.no_grad()
+def init_vgg_random(encoder: nn.Module) -> None:
+    """He-normal (fan-in) VGG convolutions with zero biases: the fallback when no VGG19 weights
+    are available.  Unlike PyTorch's default init it keeps activations at scale through the 16
+    layers, so the Gram vectors are not vanishingly small.  Draws from the global RNG: call
+    inside :func:`seeded_init`."""
+    for m in encoder.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
 
 
 def tensor_fingerprint(module: nn.Module) -> str:
@@ -523,7 +569,8 @@ def image_grid(rows: list[np.ndarray], pad: int = 2) -> np.ndarray:
 
 def add_common_flags(p: argparse.ArgumentParser) -> None:
     """Flags both training commands share."""
-    p.add_argument("--outdir", required=True, help="run folder: checkpoints/, log.jsonl, samples/, tb/")
+    p.add_argument("--outdir", default=None,
+                   help="run folder: checkpoints/, log.jsonl, samples/, tb/ (default with --resume: its run folder)")
     p.add_argument("--resume", default=None, metavar="PATH",
                    help="continue from a checkpoint file or run folder (its checkpoints/latest.pt)")
     p.add_argument("--cache", default=None, metavar="DIR",

@@ -6,7 +6,8 @@ e = E(x_a) from the frozen style encoder E (computed once for the whole artwork 
 * face branch: z, z' ~ N(0, I) -> w = style(z) (style mixing with ``--mixing``: the W+ rows
   from a random crossover on come from w' = style(z')) -> natural image G(W+);
 * style branch: w_s = embedding(e) -> stylized image G(a·W+ + (1 − a)·w_s), with the
-  learned blend weights a = clamp(add_weight, 0, 1) [1, n_latent, 1] (the WBM);
+  learned blend weights a = clamp(add_weight, 0, 1) [1, n_latent, 1] (the WBM; trained with a
+  straight-through clamp and projected back into [0, 1], see :func:`blend_weights_st`);
 * D_face judges natural images against faces, D_style stylized images against artworks,
   and the projection discriminator D_proj judges (image, style code) pairs: real pairs
   (x_a, e), fake pairs (G_stylized, e) and mismatched pairs (x_a, e of another artwork);
@@ -73,8 +74,27 @@ class GeneratorStep(nn.Module):
         if z_embed is None:
             w_plus = w_face
         else:
-            w_plus = torch.cat([w_face, g.blend(w_face, g.style_mapping(z_embed))])
+            a = blend_weights_st(g).to(w_face.dtype)
+            w_style = g.style_mapping(z_embed).unsqueeze(1)
+            w_plus = torch.cat([w_face, w_face * a + w_style * (1 - a)])
         return g(w_plus, noise), w_plus
+
+
+def blend_weights_st(g: Generator) -> torch.Tensor:
+    """The WBM weights clamp(add_weight, 0, 1) [1, n_latent, 1] with a straight-through gradient.
+
+    ``Generator.blend`` clamps, and a clamp passes no gradient at its bounds: ``add_weight``
+    starts at exactly 1 and would never move.  Training uses the clamped value forward and the
+    identity backward, and :func:`project_add_weight` keeps the parameter in [0, 1] after each
+    update (projected gradient descent), so inference's clamp is then a no-op.
+    """
+    w = g.add_weight
+    return w + (w.clamp(0.0, 1.0) - w).detach()
+
+
+@torch.no_grad()
+def project_add_weight(g: Generator) -> None:
+    g.add_weight.clamp_(0.0, 1.0)
 
 
 def d_logistic(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
@@ -182,6 +202,7 @@ def run(args: argparse.Namespace, callback=None) -> int:
     ``callback(trainer)``, if given, runs after every step (tests use it to interrupt).
     """
     resume_path = C.resolve_resume(args.resume) if args.resume else None
+    C.settle_outdir(args, resume_path)
     saved = C.load_training_checkpoint(resume_path, FORMAT) if resume_path else None
     init = _load_init(args.init) if args.init and saved is None else None
     init_g = None if init is None else (init.get("g_ema") or init.get("g"))
@@ -220,6 +241,7 @@ class Trainer:
             self.d_proj = ProjectionDiscriminator(a.size, a.style_dim, **arch)
         with C.seeded_init(C.derive_seed(a.seed, "style-encoder-init")):
             self.encoder = StyleEncoder(style_dim=a.style_dim)
+            C.init_vgg_random(self.encoder)  # replaced below when weights are given
         self.g_ema = copy.deepcopy(self.g)
         if saved is not None:
             self._load_models(saved)
@@ -261,6 +283,7 @@ class Trainer:
         self.total = math.ceil(a.kimg * 1000 / self.global_batch)
         self.ema_decay = 0.5 ** (self.global_batch / max(a.ema_kimg * 1000, 1e-8))
         self.writer = C.CheckpointWriter(self.outdir, a.keep)
+        self.saved = None  # release the (memory-mapped) checkpoint
 
     # -- setup helpers -----------------------------------------------------------------------------
     def _wrap(self, module: nn.Module) -> nn.Module:
@@ -410,8 +433,8 @@ class Trainer:
         for d in ds:
             C.requires_grad(d, False)
         z1, z2, cross, noise = self._latents(b, True)
+        fake, _ = self.gstep_ddp(z1, z2, cross, e, noise)  # G stays float32 (no clamping for fp16)
         with self._autocast():
-            fake, _ = self.gstep_ddp(z1, z2, cross, e, noise)
             # the discriminators' own modules: no DDP bookkeeping for parameters without gradients
             g_face = g_nonsaturating(self.d_face(fake[:b]))
             g_style = g_nonsaturating(self.d_style(fake[b:]))
@@ -421,6 +444,7 @@ class Trainer:
         self.g_scaler.scale(g_loss).backward()
         self.g_scaler.step(self.g_optim)
         self.g_scaler.update()
+        project_add_weight(self.g)
         metrics.update(g_face=g_face, g_style=g_style, g_proj=g_proj)
 
         if a.path_regularize > 0 and self.step % a.g_reg_every == 0:
@@ -438,6 +462,7 @@ class Trainer:
             self.g_optim.zero_grad(set_to_none=True)
             pl_loss.backward()
             self.g_optim.step()
+            project_add_weight(self.g)
             self.pl_mean = pl_mean.detach()
             metrics.update(pl=pl_penalty, pl_mean=self.pl_mean)
 
@@ -496,8 +521,9 @@ class Trainer:
         status, last_saved = 0, self.step
         if env.main and self.step == 0 and a.sample_every > 0:
             self.sample_grid()
+        stop = C.StopRequest()
         try:
-            with C.StopRequest() as stop:
+            with stop:
                 while self.step < self.total:
                     metrics: dict[str, torch.Tensor] = {}
                     self.train_step(metrics)
@@ -511,7 +537,7 @@ class Trainer:
                         vals = C.all_reduce_mean(torch.stack([sums[k] / counts[k] for k in keys]), env).tolist()
                         rate = meter.rate()
                         rec = {"step": self.step, "kimg": self.step * self.global_batch / 1000, **dict(zip(keys, vals)),
-                               "add_weight": float(self.g.blend_weights().mean()), "kimg_per_s": rate}
+                               "add_weight": float(self.g.blend_weights().detach().mean()), "kimg_per_s": rate}
                         bad = [k for k in keys if not math.isfinite(rec[k])]
                         logger.write(rec)
                         if bar is not None:
@@ -536,9 +562,10 @@ class Trainer:
                         status = 130
                         break
         except KeyboardInterrupt:
-            # raised mid-step (second Ctrl-C, or no signal handler in this thread): the step in
-            # progress may be partly applied; save what there is (one process only: no collectives)
-            if not env.distributed and self.step != last_saved:
+            # raised mid-step without our handler (not the main thread): the step in progress may be
+            # partly applied; save what there is (one process only: no collectives).  A second
+            # Ctrl-C after the first means "quit now": nothing is saved.
+            if not env.distributed and self.step != last_saved and not stop.requested:
                 self.checkpoint()
             status = 130
         finally:

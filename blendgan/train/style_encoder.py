@@ -83,11 +83,7 @@ def nt_xent(p1: torch.Tensor, p2: torch.Tensor, temperature: float, env: C.DistE
     """
     b = p1.shape[0]
     z1, z2 = F.normalize(p1.float(), dim=1), F.normalize(p2.float(), dim=1)
-    if env.distributed:
-        from torch.distributed.nn.functional import all_gather
-        k1, k2 = torch.cat(all_gather(z1)), torch.cat(all_gather(z2))
-    else:
-        k1, k2 = z1, z2
+    k1, k2 = C.gather_with_grad(z1, env), C.gather_with_grad(z2, env)
     n_all = k1.shape[0]
     offset = env.rank * b
     queries = torch.cat([z1, z2])                     # [2B, D]
@@ -120,6 +116,7 @@ def make_views(images: np.ndarray, cfg: ViewConfig, seed: int, step: int, first:
 def run(args: argparse.Namespace) -> int:
     """The ``train-style-encoder`` command; returns the exit status (130 when stopped by a signal)."""
     resume_path = C.resolve_resume(args.resume) if args.resume else None
+    C.settle_outdir(args, resume_path)
     saved = C.load_training_checkpoint(resume_path, FORMAT) if resume_path else None
     if saved is not None:
         C.merge_resumed_args(args, saved["args"], {"style_dim"})
@@ -140,6 +137,7 @@ def _train(args, env: C.DistEnv, saved: dict | None, resume_path) -> int:
         raise C.TrainError("--batch must be at least 2 (the other artworks are the negatives)")
     with C.seeded_init(C.derive_seed(args.seed, "style-encoder-init")):
         encoder = StyleEncoder(style_dim=args.style_dim)
+        C.init_vgg_random(encoder)  # replaced below when --vgg / --init / --resume give weights
         projector = Projector(args.style_dim)
     if saved is not None:
         encoder.load_state_dict(saved["style_encoder"])
@@ -186,8 +184,9 @@ def _train(args, env: C.DistEnv, saved: dict | None, resume_path) -> int:
     status, last_saved = 0, step
     sums = torch.zeros(2, device=env.device)
     n_sum = 0
+    stop = C.StopRequest()
     try:
-        with C.StopRequest() as stop:
+        with stop:
             while step < total:
                 batch = loader.next()
                 views = make_views(batch.images, cfg, args.seed, step, env.rank * args.batch, views_pool)
@@ -225,8 +224,8 @@ def _train(args, env: C.DistEnv, saved: dict | None, resume_path) -> int:
                 if stopping:
                     status = 130
                     break
-    except KeyboardInterrupt:
-        if not env.distributed and step != last_saved:
+    except KeyboardInterrupt:  # see gan.Trainer.train: saved unless it was a second Ctrl-C
+        if not env.distributed and step != last_saved and not stop.requested:
             checkpoint()
         status = 130
     finally:
@@ -277,7 +276,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="VGG19 weights: torchvision vgg19 state dict, blendgan.pt, or a style-encoder file")
     p.add_argument("--init", default=None, metavar="PATH", help="start the MLP (and VGG) from this style encoder")
     p.add_argument("--batch", type=int, default=32, help="artworks per process per step (default %(default)s)")
-    p.add_argument("--lr", type=float, default=0.002, help="Adam learning rate (default %(default)s)")
+    p.add_argument("--lr", type=float, default=2e-5,
+                   help="Adam learning rate (default %(default)s; the equalized-lr MLP on raw Gram vectors "
+                        "collapses to one code at GAN-like rates such as 0.002)")
     p.add_argument("--temperature", type=float, default=0.2, help="NT-Xent temperature (default %(default)s)")
     p.add_argument("--steps", type=int, default=20000, help="training steps (default %(default)s)")
     p.add_argument("--kimg", type=float, default=None, help="budget in thousands of artworks (overrides --steps)")

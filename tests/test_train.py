@@ -1,0 +1,412 @@
+"""Training commands on a tiny config (32px, style_dim 32, 2-layer mappings, widths 32/32/16/16).
+
+Synthetic data written to tmp: "faces" are random coloured discs on plain backgrounds,
+"artworks" are coloured stripe textures.  Everything runs on the CPU with one thread
+(the shared machines are loaded; OpenMP threads then only spin).  The style encoder's
+VGG runs on 32-64 px inputs (``--style-pool``/``--pool``) to stay fast.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from blendgan import BlendGAN
+from blendgan.models import Generator
+from blendgan.models.discriminator import Discriminator, ProjectionDiscriminator, minibatch_stddev
+from blendgan.train import build_parser, gan
+from blendgan.train import common as C
+from blendgan.train import main as train_main
+from blendgan.train.data import BatchLoader, IndexStream, ViewConfig, load_square, open_source, random_view
+from blendgan.train.style_encoder import nt_xent
+
+ROOT = Path(__file__).resolve().parents[1]
+CHANNELS = {4: 32, 8: 32, 16: 16, 32: 16}
+TINY = ["--size", "32", "--style-dim", "32", "--n-mlp", "2", "--channels", "32,32,16,16", "--batch", "2",
+        "--log-every", "1", "--d-reg-every", "2", "--g-reg-every", "2", "--style-pool", "64",
+        "--device", "cpu", "--quiet", "--workers", "2", "--tensorboard", "off"]
+STEPS = 6
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    rng = np.random.default_rng(0)
+    faces, arts = root / "faces", root / "arts"
+    faces.mkdir()
+    arts.mkdir()
+    for i in range(8):  # non-square on purpose: centre-cropped on load
+        img = np.full((40, 48, 3), rng.integers(0, 256, 3), np.uint8)
+        color = tuple(int(v) for v in rng.integers(0, 256, 3))
+        cv2.circle(img, (24, 20), int(rng.integers(6, 18)), color, -1)
+        cv2.imwrite(str(faces / f"{i}.png"), img)
+    y, x = np.mgrid[:64, :64]
+    for i in range(6):
+        f = rng.uniform(0.1, 0.8, 2)
+        c = rng.uniform(0, 255, (2, 3))
+        t = (np.sin(x * f[0] + y * f[1]) * 0.5 + 0.5)[..., None]
+        cv2.imwrite(str(arts / f"{i}.png"), (c[0] * t + c[1] * (1 - t)).astype(np.uint8))
+    (arts / "notes.txt").write_text("skipped")
+    return type("Data", (), {"faces": faces, "arts": arts, "cache": root / "cache", "root": root})
+
+
+def train(data, outdir, *extra, callback=None) -> int:
+    args = build_parser().parse_args(["train", "--faces", str(data.faces), "--styles", str(data.arts),
+                                      "--cache", str(data.cache), "--outdir", str(outdir), *TINY, *extra])
+    return gan.run(args, callback=callback)
+
+
+def read_log(outdir) -> list[dict]:
+    return [json.loads(line) for line in (Path(outdir) / "log.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def full_run(data, tmp_path_factory):
+    """6 uninterrupted steps, checkpoints at 3 and 6."""
+    out = tmp_path_factory.mktemp("full")
+    t = time.perf_counter()
+    assert train(data, out, "--kimg", str(STEPS * 2 / 1000), "--save-every", "3", "--sample-every", "3",
+                 "--tensorboard", "auto") == 0
+    return type("Run", (), {"out": out, "log": read_log(out), "seconds": time.perf_counter() - t})
+
+
+# -- models -------------------------------------------------------------------------------------------
+def test_discriminator_shapes_and_grad():
+    d = Discriminator(32, channels=CHANNELS)
+    p = ProjectionDiscriminator(32, 32, channels=CHANNELS)
+    x = torch.randn(3, 3, 32, 32, requires_grad=True)
+    assert d(x).shape == (3, 1)
+    e = torch.randn(3, 32)
+    out = p(x, e)
+    assert out.shape == (3, 1)
+    # projection: l_out(h) + <l_style(e), h>, and e's scale does not matter
+    h = p.features(x)
+    e_n = e * torch.rsqrt(e.pow(2).mean(1, keepdim=True) + 1e-8)
+    torch.testing.assert_close(out, p.final_linear[1](h) + (p.style_proj(e_n) * h).sum(1, keepdim=True))
+    torch.testing.assert_close(p(x, 5 * e), out, rtol=1e-4, atol=1e-5)
+    # R1 needs second-order gradients through blur/conv/fused lrelu
+    grad, = torch.autograd.grad(d(x).sum(), x, create_graph=True)
+    grad.pow(2).sum().backward()
+    assert all(q.grad is not None for q in d.final_linear[0].parameters())
+    with pytest.raises(ValueError, match="discriminator input"):
+        d(torch.randn(1, 3, 16, 16))
+    # rosinality's layout, so StyleGAN2 'd' checkpoints load into D_face
+    keys = set(d.state_dict())
+    assert {"convs.0.0.weight", "convs.1.conv1.0.weight", "convs.1.skip.1.weight", "final_conv.0.weight",
+            "final_linear.1.bias"} <= keys
+
+
+def test_minibatch_stddev_groups():
+    x = torch.randn(6, 4, 2, 2)
+    out = minibatch_stddev(x, 4)  # 6 is not divisible by 4: groups of 3
+    assert out.shape == (6, 5, 2, 2)
+    g = x.view(3, 2, 4, 2, 2)
+    expected = torch.sqrt(g.var(0, unbiased=False) + 1e-8).mean([1, 2, 3])  # [2]
+    torch.testing.assert_close(out[:, 4, 0, 0], expected.repeat(3))
+
+
+def test_discriminator_sizes_match_config_f():
+    d = Discriminator(256, channel_multiplier=2)
+    assert sum(p.numel() for p in d.parameters()) == 28_864_129  # StyleGAN2 config F at 256px
+
+
+def test_nt_xent_prefers_matching_views():
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(4, 8, generator=g)
+    env = C.DistEnv()
+    good, acc = nt_xent(a, a + 0.01 * torch.randn(4, 8, generator=g), 0.2, env)
+    bad, _ = nt_xent(a, a.roll(1, 0), 0.2, env)
+    assert good < bad and acc == 1.0
+
+
+# -- data ---------------------------------------------------------------------------------------------
+def test_index_stream_and_loader_resume(data):
+    s = IndexStream(5, seed=1, name="x")
+    first = s.take(7)
+    assert sorted(first[:5].tolist()) == list(range(5))
+    env = C.DistEnv()
+    src = open_source(data.faces, 16, "faces", None, 1, env)
+    a = BatchLoader(src, 3, env, seed=4)
+    batches = [a.next().indices.tolist() for _ in range(4)]
+    b = BatchLoader(open_source(data.faces, 16, "faces", None, 1, env), 3, env, seed=4)
+    b.next()
+    state = b.state_dict()
+    c = BatchLoader(open_source(data.faces, 16, "faces", None, 1, env), 3, env, seed=4)
+    c.load_state_dict(state)
+    assert [c.next().indices.tolist() for _ in range(3)] == batches[1:]
+    # two processes share the stream and split each global batch
+    r0 = BatchLoader(src, 2, C.DistEnv(rank=0, world=2), seed=4).next().indices.tolist()
+    r1 = BatchLoader(src, 2, C.DistEnv(rank=1, world=2), seed=4).next().indices.tolist()
+    assert r0 + r1 == BatchLoader(src, 4, env, seed=4).next().indices.tolist()
+    for loader in (a, b, c):
+        loader.close()
+
+
+def test_cache_matches_decoding(data, tmp_path):
+    env = C.DistEnv()
+    lazy = open_source(data.faces, 32, "faces", None, 2, env)
+    cached = open_source(data.faces, 32, "faces", tmp_path, 2, env)
+    assert cached.cached and not lazy.cached
+    assert np.array_equal(cached.get([3, 1]), lazy.get([3, 1]))
+    assert lazy.get([0]).shape == (1, 32, 32, 3)
+    assert load_square(data.faces / "0.png", 32).shape == (32, 32, 3)
+    with pytest.raises(C.TrainError, match="no images"):
+        open_source(tmp_path, 32, "faces", None, 1, env)
+
+
+def test_views_are_colour_preserving_and_deterministic(data):
+    img = load_square(data.arts / "0.png", 64)
+    cfg = ViewConfig(size=32)
+    v1 = random_view(img, cfg, np.random.default_rng([1, 2]))
+    v2 = random_view(img, cfg, np.random.default_rng([1, 2]))
+    v3 = random_view(img, cfg, np.random.default_rng([1, 3]))
+    assert v1.shape == (32, 32, 3) and v1.dtype == np.uint8
+    assert np.array_equal(v1, v2) and not np.array_equal(v1, v3)
+    # no colour jitter: every view pixel is a blend of the two stripe colours -> same mean colour range
+    assert np.abs(v1.reshape(-1, 3).mean(0) - img.reshape(-1, 3).mean(0)).max() < 40
+
+
+# -- GAN training ---------------------------------------------------------------------------------------
+def test_train_runs_and_writes_outputs(full_run):
+    log = full_run.log
+    assert [r["step"] for r in log] == list(range(1, STEPS + 1))
+    for rec in log:
+        for key in ("d_face", "d_style", "d_proj", "g_face", "g_style", "g_proj"):
+            assert math.isfinite(rec[key]), (rec["step"], key)
+    assert all(k in log[0] for k in ("r1_face", "r1_style", "r1_proj", "pl", "pl_mean"))  # step 0 regularizes
+    ck = full_run.out / "checkpoints"
+    assert sorted(p.name for p in ck.iterdir()) == ["000003.pt", "000006.pt", "latest.pt"]
+    assert sorted(p.name for p in (full_run.out / "samples").iterdir()) == ["000000.png", "000003.png", "000006.png"]
+    grid = cv2.imread(str(full_run.out / "samples" / "000006.png"))
+    assert grid.shape[0] == 5 * 34 + 2  # natural row + 4 style rows of 32px with 2px gaps
+    if importlib.util.find_spec("tensorboard") is not None:
+        assert any((full_run.out / "tb").glob("events.out.tfevents.*"))
+    else:
+        assert not (full_run.out / "tb").exists()
+
+
+def test_checkpoint_layout_is_weights_only(full_run):
+    obj = torch.load(full_run.out / "checkpoints" / "latest.pt", map_location="cpu", weights_only=True)
+    assert obj["step"] == STEPS and obj["format"] == gan.FORMAT and isinstance(obj["args"], dict)
+    assert {"g_ema", "g", "d_face", "d_style", "d_proj", "g_optim", "d_optim", "rng", "loaders"} <= set(obj)
+    assert any(k.startswith("embedder.embedder_mlp.") for k in obj["g_ema"])
+    assert not any(k.startswith("embedder.") for k in obj["g"])
+    assert isinstance(obj["rng"][0]["latent"], torch.Tensor)
+    assert obj["args"]["channels"] == "32,32,16,16"
+
+
+def test_checkpoint_loads_into_blendgan(full_run, data):
+    m = BlendGAN.from_pretrained(full_run.out / "checkpoints" / "latest.pt")
+    assert (m.size, m.n_latent, m.generator.style_dim) == (32, 8, 32)
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(2, 32, generator=g)
+    with torch.no_grad():
+        natural = m.synthesize(z=z)
+        style = torch.from_numpy(load_square(data.arts / "1.png", 64)).permute(2, 0, 1)[None].float() / 127.5 - 1
+        z_embed = m.embed_style(style)
+        stylized = m.synthesize(z=z, z_embed=z_embed, add_weight_index=2)
+        latent = m.synthesize(z=z, z_embed=torch.randn(2, 32, generator=g))
+    for img in (natural, stylized, latent):
+        assert img.shape == (2, 3, 32, 32) and torch.isfinite(img).all()
+    assert (m.generator.add_weight >= 0).all() and (m.generator.add_weight <= 1).all()
+
+
+def test_blend_weights_learn_from_one():
+    """add_weight starts at 1, where clamp has no gradient: training passes it straight through."""
+    g = Generator(32, 32, 2, channels=CHANNELS, style_encoder=False)
+    step = gan.GeneratorStep(g)
+    z = torch.randn(2, 32)
+    img, w_plus = step(z, z, torch.full((2,), g.n_latent), torch.randn(2, 32), g.random_noise(4))
+    assert img.shape == (4, 3, 32, 32) and w_plus.shape == (4, g.n_latent, 32)
+    torch.testing.assert_close(w_plus[2:], w_plus[:2])  # a = 1: stylized W+ = face W+
+    img[2:].sum().backward()
+    assert g.add_weight.grad.abs().sum() > 0
+    with torch.no_grad():
+        g.add_weight.add_(0.5)
+    gan.project_add_weight(g)
+    assert torch.equal(g.add_weight, torch.ones_like(g.add_weight))
+
+
+def test_interrupt_and_resume_continue_exactly(full_run, data, tmp_path):
+    out = tmp_path / "run"
+
+    def interrupt(trainer):  # Ctrl-C after step 3
+        if trainer.step == 3:
+            signal.raise_signal(signal.SIGINT)
+
+    status = train(data, out, "--kimg", str(STEPS * 2 / 1000), "--save-every", "100", "--sample-every", "0",
+                   callback=interrupt)
+    assert status == 130
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["000003.pt", "latest.pt"]
+    assert len(read_log(out)) == 3
+    # resume: every flag comes from the checkpoint, the run folder from its path
+    assert train_main(["train", "--resume", str(out / "checkpoints" / "latest.pt"), "--quiet"]) == 0
+    resumed, full = read_log(out), full_run.log
+    assert [r["step"] for r in resumed] == list(range(1, STEPS + 1))
+    for a, b in zip(resumed, full):
+        for key in ("d_face", "d_style", "d_proj", "g_face", "g_style", "g_proj", "pl_mean"):
+            if key in b:
+                assert a[key] == b[key], (a["step"], key)  # same seed, same thread count: bit-exact
+    x = torch.load(out / "checkpoints" / "latest.pt", map_location="cpu", weights_only=True)
+    y = torch.load(full_run.out / "checkpoints" / "latest.pt", map_location="cpu", weights_only=True)
+    assert x["step"] == y["step"] == STEPS
+    for name in ("g_ema", "g", "d_proj"):
+        for k, v in y[name].items():
+            assert torch.equal(x[name][k], v), f"{name}.{k}"
+
+
+def test_resume_rejects_other_architecture(full_run):
+    status = train_main(["train", "--resume", str(full_run.out), "--outdir", str(full_run.out), "--size", "64",
+                         "--quiet"])
+    assert status == 2
+
+
+def test_bad_flags_are_one_line_errors(data, tmp_path, capsys):
+    assert train_main(["train", "--faces", str(data.faces), "--styles", str(data.arts), "--outdir",
+                       str(tmp_path), "--size", "32", "--channels", "32,32"]) == 2
+    assert "--channels" in capsys.readouterr().err
+    assert train_main(["train", "--outdir", str(tmp_path)]) == 2
+    assert train_main(["train", "--faces", str(data.faces), "--styles", str(data.arts)]) == 2  # no --outdir
+    assert "--outdir" in capsys.readouterr().err
+    assert train_main(["train", "--resume", str(tmp_path / "nothing")]) == 2
+
+
+# -- style encoder --------------------------------------------------------------------------------------
+ENCODER_ARGS = ["--size", "32", "--style-dim", "32", "--batch", "4", "--pool", "32", "--log-every", "1",
+                "--device", "cpu", "--quiet", "--workers", "2", "--tensorboard", "off"]
+
+
+@pytest.fixture(scope="module")
+def encoder_run(data, tmp_path_factory):
+    """3 steps of contrastive style-encoder training."""
+    out = tmp_path_factory.mktemp("enc")
+    assert train_main(["train-style-encoder", "--data", str(data.arts), "--outdir", str(out), "--steps", "3",
+                       *ENCODER_ARGS]) == 0
+    return out
+
+
+def test_train_style_encoder_and_load_into_generator(encoder_run):
+    out = encoder_run
+    log = read_log(out)
+    assert [r["step"] for r in log] == [1, 2, 3] and all(math.isfinite(r["loss"]) for r in log)
+    ck = torch.load(out / "checkpoints" / "latest.pt", map_location="cpu", weights_only=True)
+    g = Generator(32, 32, 2, channels=CHANNELS)
+    g.embedder.load_state_dict(ck["style_encoder"])  # the generator's embedder.* keys
+    assert torch.equal(g.state_dict()["embedder.embedder_mlp.3.weight"], ck["style_encoder"]["embedder_mlp.3.weight"])
+    assert set(C.load_style_encoder_state(out / "checkpoints" / "latest.pt")) == set(ck["style_encoder"])
+
+
+def test_style_encoder_resume_continues(encoder_run, data, tmp_path):
+    import shutil
+    out = tmp_path / "enc"
+    shutil.copytree(encoder_run, out)
+    assert train_main(["train-style-encoder", "--resume", str(out), "--steps", "4", "--quiet"]) == 0
+    assert [r["step"] for r in read_log(out)] == [1, 2, 3, 4]
+    ck = torch.load(out / "checkpoints" / "latest.pt", map_location="cpu", weights_only=True)
+    assert ck["step"] == 4 and ck["args"]["style_dim"] == 32 and ck["args"]["data"] == str(data.arts)
+
+
+def test_style_encoder_needs_data(tmp_path):
+    assert train_main(["train-style-encoder", "--outdir", str(tmp_path)]) == 2
+
+
+# -- several processes ----------------------------------------------------------------------------------
+def test_two_process_gloo_run(data, encoder_run, tmp_path):
+    """torchrun, 2 CPU processes (gloo), with the style encoder trained above."""
+    script = tmp_path / "launch.py"
+    script.write_text(textwrap.dedent("""
+        import sys, torch
+        torch.set_num_threads(1)
+        from blendgan.train import main
+        sys.exit(main(sys.argv[1:]))
+    """))
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script),
+           "train", "--faces", str(data.faces), "--styles", str(data.arts), "--cache", str(data.cache),
+           "--outdir", str(out), *TINY, "--kimg", "0.012", "--save-every", "2", "--sample-every", "0",
+           "--style-encoder", str(encoder_run / "checkpoints" / "latest.pt")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    ck = torch.load(out / "checkpoints" / "latest.pt", map_location="cpu", weights_only=True)
+    assert ck["world"] == 2 and len(ck["rng"]) == 2 and ck["step"] == 3  # 12 images / (2 x 2) per step
+    assert not torch.equal(ck["rng"][0]["latent"], ck["rng"][1]["latent"])
+    assert [r["step"] for r in read_log(out)] == [1, 2, 3]
+    m = BlendGAN.from_pretrained(out / "checkpoints" / "latest.pt")
+    assert torch.isfinite(m.synthesize(z=torch.randn(1, 32))).all()
+    enc = torch.load(encoder_run / "checkpoints" / "latest.pt", map_location="cpu", weights_only=True)
+    assert torch.equal(ck["g_ema"]["embedder.embedder_mlp.0.weight"], enc["style_encoder"]["embedder_mlp.0.weight"])
+
+
+def _nt_xent_worker(rank: int, port: int, p1: torch.Tensor, p2: torch.Tensor, out: str) -> None:
+    import torch.distributed as dist
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    b = p1.shape[0] // 2
+    x1 = p1[rank * b:(rank + 1) * b].clone().requires_grad_(True)
+    x2 = p2[rank * b:(rank + 1) * b].clone().requires_grad_(True)
+    loss, _ = nt_xent(x1, x2, 0.2, C.DistEnv(rank=rank, world=2))
+    (loss / 2).backward()  # what DDP's gradient averaging amounts to
+    torch.save({"loss": loss.detach(), "g1": x1.grad, "g2": x2.grad}, f"{out}.{rank}")
+    dist.destroy_process_group()
+
+
+def test_nt_xent_across_processes_matches_one_process(tmp_path):
+    import socket
+    import torch.multiprocessing as mp
+    g = torch.Generator().manual_seed(3)
+    p1, p2 = torch.randn(6, 8, generator=g), torch.randn(6, 8, generator=g)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_nt_xent_worker, args=(port, p1, p2, str(tmp_path / "r")), nprocs=2)
+    r = [torch.load(tmp_path / f"r.{i}", weights_only=True) for i in range(2)]
+    x1, x2 = p1.clone().requires_grad_(True), p2.clone().requires_grad_(True)
+    loss, _ = nt_xent(x1, x2, 0.2, C.DistEnv())
+    loss.backward()
+    torch.testing.assert_close((r[0]["loss"] + r[1]["loss"]) / 2, loss.detach())
+    torch.testing.assert_close(torch.cat([r[0]["g1"], r[1]["g1"]]), x1.grad)
+    torch.testing.assert_close(torch.cat([r[0]["g2"], r[1]["g2"]]), x2.grad)
+
+
+def test_style_encoder_weights_from_other_layouts(full_run, tmp_path):
+    from blendgan.models import StyleEncoder
+    from blendgan.models.style_encoder import vgg19_features
+    # torchvision's vgg19().state_dict() layout: features.<i>.* (+ a classifier we ignore)
+    vgg = vgg19_features()
+    tv = {f"features.{k}": v for k, v in vgg.state_dict().items()}
+    tv["classifier.0.weight"] = torch.zeros(2, 2)
+    torch.save(tv, tmp_path / "vgg19.pth")
+    sd = C.load_style_encoder_state(tmp_path / "vgg19.pth")
+    enc = StyleEncoder(style_dim=32)
+    has_vgg, has_mlp = C.assign_style_encoder(enc, sd, "vgg19.pth", need_mlp=False)
+    assert (has_vgg, has_mlp) == (True, False)
+    assert torch.equal(enc.embedder.feature_extractor.vgg_layers[34].weight, vgg[34].weight)
+    # a generator checkpoint (g_ema with embedder.*), e.g. ours or the official blendgan.pt
+    sd = C.load_style_encoder_state(full_run.out / "checkpoints" / "latest.pt")
+    assert C.assign_style_encoder(enc, sd, "latest.pt", need_mlp=True) == (True, True)
+    with pytest.raises(C.TrainError, match="style-dim"):
+        C.assign_style_encoder(StyleEncoder(style_dim=16), sd, "latest.pt", need_mlp=True)
+    torch.save({"x": torch.zeros(1)}, tmp_path / "junk.pt")
+    with pytest.raises(C.TrainError, match="no style-encoder weights"):
+        C.load_style_encoder_state(tmp_path / "junk.pt")
