@@ -22,9 +22,10 @@ EXTRAS = {
     "video": ["av>=12.0"],                                     # H.264 mp4 via PyAV
     "download": ["gdown>=4.6"],                                # official weights from Google Drive
     "align": ["dlib-bin>=19.24", "face-recognition-models>=0.3"],
-    "web": ["gradio>=4.0"],
+    "web": ["gradio>=6.31,<7"],
     "train": ["tensorboard>=2.10"],
-    "test": ["pytest>=7.0", "scikit-image>=0.19"],  # skimage ships the public-domain test photos
+    # skimage ships the public-domain test photos; playwright drives Debian's chromium in the web test
+    "test": ["pytest>=7.0", "scikit-image>=0.19", "playwright>=1.40"],
 }
 EXTRAS["all"] = sorted({dep for deps in EXTRAS.values() for dep in deps})
 

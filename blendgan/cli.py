@@ -1,6 +1,7 @@
 """``blendgan`` command line: a thin layer over :mod:`blendgan.pipeline`.
 
-Subcommands: ``pairs``, ``transfer``, ``video``, ``info``, ``download``.  Defaults come
+Subcommands: ``pairs``, ``transfer``, ``video``, ``align``, ``info``, ``download``, ``web``,
+``train``, ``train-style-encoder``.  Defaults come
 from :mod:`blendgan.pipeline` (the official scripts' values).
 """
 from __future__ import annotations
@@ -300,6 +301,9 @@ def build_parser() -> argparse.ArgumentParser:
                    choices=["blendgan", "psp_encoder", "style_encoder"], help="which files (default: %(default)s)")
     p.add_argument("--overwrite", action="store_true", help="fetch again even if present and valid")
     p.set_defaults(func=cmd_download)
+
+    from . import web
+    web.add_subparser(sub)
 
     from .train import add_subparsers as add_train_subparsers
     add_train_subparsers(sub)

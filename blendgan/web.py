@@ -101,6 +101,10 @@ def list_examples(folder: str | os.PathLike | None) -> list[Path]:
 
 
 # -- inputs ---------------------------------------------------------------------------------------
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+
+
 def _mb(n: int) -> str:
     return f"{n / 2**20:.1f} MB"
 
@@ -152,6 +156,12 @@ def decode_upload(data: bytes, name: str, max_side: int = MAX_UPLOAD_SIDE) -> np
     return np.ascontiguousarray(bgr[:, :, ::-1])
 
 
+def display_name(filename: str) -> str:
+    """A file's stem reduced to letters, digits, ``-``, ``_`` and ``.`` (it is shown as Markdown)."""
+    stem = Path(filename).stem
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in stem)[:60] or "image"
+
+
 def fit_within(image: np.ndarray, side: int) -> np.ndarray:
     """Downscale RGB [H, W, 3] so that its longer side is at most ``side`` (aspect kept)."""
     import cv2
@@ -163,23 +173,26 @@ def fit_within(image: np.ndarray, side: int) -> np.ndarray:
 
 
 class _LRU(OrderedDict):
-    """A small least-recently-used cache."""
+    """A small thread-safe least-recently-used cache."""
 
     def __init__(self, size: int):
         super().__init__()
         self.size = size
+        self._guard = threading.Lock()
 
     def get(self, key, default=None):
-        if key in self:
-            self.move_to_end(key)
-            return self[key]
-        return default
+        with self._guard:
+            if key in self:
+                self.move_to_end(key)
+                return self[key]
+            return default
 
     def put(self, key, value) -> None:
-        self[key] = value
-        self.move_to_end(key)
-        while len(self) > self.size:
-            self.popitem(last=False)
+        with self._guard:
+            self[key] = value
+            self.move_to_end(key)
+            while len(self) > self.size:
+                self.popitem(last=False)
 
 
 # -- the demo's logic (no Gradio) -----------------------------------------------------------------
@@ -191,9 +204,9 @@ class Studio:
     ``{"kind": "seed", "seed": int, "name": ...}``.  Their codes are computed once and cached
     (LRU, ``cache_size`` each); an evicted image is read again from its path.
 
-    ``aligner``: ``"auto"`` (use :mod:`blendgan.align` when importable), None (never align),
-    or an object with ``align(rgb, size) -> list of crops`` and optionally
-    ``needs_alignment(rgb) -> bool``.  ``workdir``: where result PNGs and videos are written
+    ``aligner``: ``"auto"`` (:mod:`blendgan.align` when it and dlib are installed), None (never
+    align), or an object with ``align(rgb, size) -> list of crops`` and optionally
+    ``needs_alignment(rgb) -> bool`` (default: anything but a 256/512/1024 square needs it).  ``workdir``: where result PNGs and videos are written
     (default: a new temporary folder, removed by :meth:`close`).
     """
 
@@ -205,6 +218,8 @@ class Studio:
         self.max_bytes, self.max_side = max_bytes, max_side
         self._aligner = aligner
         self._align_module = None
+        #: why faces are not aligned (alignment extra missing ...), once known; None otherwise
+        self.align_off: str | None = None
         self.faces = _LRU(cache_size)     # key -> (w_plus [1, n_latent, 512], preview RGB uint8)
         self.styles = _LRU(cache_size)    # key -> (z_embed [1, 512], preview RGB uint8 or None)
         self.stats = {"encode_face": 0, "embed_style": 0, "synthesize": 0, "align": 0}
@@ -234,35 +249,51 @@ class Studio:
 
     # -- alignment ---------------------------------------------------------------------------
     def aligner(self):
-        """The face aligner, resolved on first use; None when alignment is unavailable."""
-        if self._aligner == "auto":
+        """The face aligner, resolved (and its models loaded) on first use; None when alignment
+        is unavailable (:attr:`align_off` then says why)."""
+        if isinstance(self._aligner, str) and self._aligner == "auto":
             self._aligner = None
             try:
                 from . import align
-                self._aligner, self._align_module = align.FaceAligner(), align
             except ImportError as exc:
-                log.info("face alignment off (%s)", str(exc).splitlines()[0] if str(exc) else "blendgan.align missing")
-            except Exception as exc:  # a broken optional extra must not break the demo
-                log.warning("face alignment off: %s", str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+                self.align_off = _first_line(exc) or "blendgan.align is not available"
+            else:
+                self._align_module = align
+                try:
+                    aligner = align.FaceAligner()
+                    self._aligner = aligner.load() if hasattr(aligner, "load") else aligner
+                except ImportError as exc:  # the optional extra (dlib) is missing
+                    self.align_off = _first_line(exc) or "face alignment is not installed"
+                except Exception as exc:  # a broken optional extra must not break the demo
+                    self.align_off = f"face alignment failed to load ({_first_line(exc) or type(exc).__name__})"
+            if self.align_off:
+                log.info("web demo: %s; faces are used as they are", self.align_off)
         return self._aligner
 
-    def _align(self, rgb: np.ndarray, name: str) -> tuple[np.ndarray, list[str]]:
-        aligner = self.aligner()
-        if aligner is None:
-            return rgb, []
+    def _needs_alignment(self, aligner, rgb: np.ndarray) -> bool:
         needs = getattr(aligner, "needs_alignment", None) or getattr(self._align_module, "needs_alignment", None)
+        if needs is None:  # without a rule: anything but a square of a model size
+            return not (rgb.shape[0] == rgb.shape[1] and rgb.shape[0] in (256, 512, 1024))
+        return bool(needs(rgb))
+
+    def _align(self, rgb: np.ndarray, name: str) -> tuple[np.ndarray, list[str]]:
+        """(face crop, notes): the FFHQ crop of the largest face when the image needs one."""
+        aligner = self.aligner()
+        if not self._needs_alignment(aligner, rgb):
+            return rgb, []
+        if aligner is None:
+            why = self.align_off or "face alignment is off"
+            return rgb, [f"{name} is not an aligned face crop and {why}; it is used as it is"]
         try:
-            if needs is not None and not needs(rgb):
-                return rgb, []
             self.stats["align"] += 1
             crops = list(aligner.align(rgb, self.model.size))
         except ImportError as exc:
-            self._aligner = None
-            return rgb, [f"face alignment is unavailable ({str(exc).splitlines()[0]}); using the image as it is"]
+            self._aligner, self.align_off = None, _first_line(exc) or "face alignment is not installed"
+            return rgb, [f"{name} is not an aligned face crop and {self.align_off}; it is used as it is"]
         except Exception as exc:
-            raise WebError(f"{name}: face alignment failed ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+            raise WebError(f"{name}: face alignment failed ({_first_line(exc) or type(exc).__name__})") from None
         if not crops:
-            raise WebError(f"{name}: no face found; upload a photo where the face is clearly visible")
+            raise WebError(f"{name}: no face found; upload a photo in which a face is clearly visible")
         notes = [f"{name}: {len(crops)} faces found, using the first"] if len(crops) > 1 else []
         return np.ascontiguousarray(crops[0]), notes
 
@@ -277,7 +308,7 @@ class Studio:
             raise WebError("uploading faces needs the pSp encoder (start with --psp-encoder); use Random face")
         data = read_upload(path, self.max_bytes)
         key = hashlib.sha256(data).hexdigest()
-        ref = {"kind": "image", "key": key, "path": str(path), "name": Path(name).stem}
+        ref = {"kind": "image", "key": key, "path": str(path), "name": display_name(name)}
         cached = self.faces.get(key)
         if cached is not None:
             return ref, cached[1], []
@@ -307,7 +338,10 @@ class Studio:
             return cached
         if ref["kind"] == "image":  # evicted from the cache: read it again
             self.load_face(ref["path"], ref["name"])
-            return self.faces.get(key)
+            entry = self.faces.get(key)
+            if entry is None:
+                raise WebError(f"{ref['name']}: the face image is no longer available, please choose it again")
+            return entry
         m = self.model
         with self.lock, torch.inference_mode():
             g = torch.Generator(device=m.device).manual_seed(ref["seed"])
@@ -326,7 +360,7 @@ class Studio:
             raise WebError("this checkpoint has no style encoder; use Random style")
         data = read_upload(path, self.max_bytes)
         key = hashlib.sha256(data).hexdigest()
-        ref = {"kind": "image", "key": key, "path": str(path), "name": Path(name).stem}
+        ref = {"kind": "image", "key": key, "path": str(path), "name": display_name(name)}
         cached = self.styles.get(key)
         if cached is not None:
             return ref, cached[1]
@@ -353,9 +387,12 @@ class Studio:
         cached = self.styles.get(key)
         if cached is not None:
             return cached[0]
-        if ref["kind"] == "image":
+        if ref["kind"] == "image":  # evicted from the cache: read it again
             self.load_style(ref["path"], ref["name"])
-            return self.styles.get(key)[0]
+            entry = self.styles.get(key)
+            if entry is None:
+                raise WebError(f"{ref['name']}: the style image is no longer available, please choose it again")
+            return entry[0]
         m = self.model
         g = torch.Generator(device=m.device).manual_seed(ref["seed"])
         z = torch.randn(1, m.generator.style_dim, generator=g, device=m.device)
@@ -603,7 +640,7 @@ def build_app(model, *, face_examples: str | os.PathLike | None = EXAMPLES_DIR /
                     face_preview = gr.Image(label="Face", interactive=False, type="numpy", height=256,
                                             elem_id="face-preview")
                     face_upload = gr.File(label="Upload a face", file_types=["image"], type="filepath",
-                                          height=90, elem_id="face-upload", visible=studio.can_encode_faces)
+                                          height=110, elem_id="face-upload", visible=studio.can_encode_faces)
                     face_gallery = gr.Gallery(value=[(str(p), p.stem) for p in faces], label="…or pick a face",
                                               columns=4, height=140, allow_preview=False, interactive=False,
                                               elem_id="face-gallery", visible=bool(faces) and studio.can_encode_faces)
@@ -612,7 +649,7 @@ def build_app(model, *, face_examples: str | os.PathLike | None = EXAMPLES_DIR /
                     style_preview = gr.Image(label="Style", interactive=False, type="numpy", height=256,
                                              elem_id="style-preview")
                     style_upload = gr.File(label="Upload a style", file_types=["image"], type="filepath",
-                                           height=90, elem_id="style-upload", visible=studio.can_embed_styles)
+                                           height=110, elem_id="style-upload", visible=studio.can_embed_styles)
                     style_gallery = gr.Gallery(value=[(str(p), p.stem) for p in styles], label="…or pick a style",
                                                columns=4, height=140, allow_preview=False, interactive=False,
                                                elem_id="style-gallery",
@@ -631,8 +668,8 @@ def build_app(model, *, face_examples: str | os.PathLike | None = EXAMPLES_DIR /
                     generate = gr.Button("Generate", variant="primary", elem_id="generate")
                     download = gr.DownloadButton("Download PNG", elem_id="download-png")
             status = gr.Markdown("Choose a face and a style.", elem_id="status")
-            history = gr.Gallery(label="Last results", columns=HISTORY_SIZE, height=180, allow_preview=True,
-                                 interactive=False, format="png", elem_id="history")
+            history = gr.Gallery(label="Last results", columns=HISTORY_SIZE, fit_columns=False, height=200,
+                                 allow_preview=True, interactive=False, elem_id="history")
 
         with gr.Tab("Video"):
             gr.Markdown("The face chosen in the Image tab moves through the styles below, in order "
@@ -643,7 +680,7 @@ def build_app(model, *, face_examples: str | os.PathLike | None = EXAMPLES_DIR /
                                                     label="Example styles", elem_id="video-styles",
                                                     visible=bool(styles) and studio.can_embed_styles)
                     video_uploads = gr.File(label="More styles", file_count="multiple", file_types=["image"],
-                                            type="filepath", height=90, elem_id="video-uploads",
+                                            type="filepath", height=110, elem_id="video-uploads",
                                             visible=studio.can_embed_styles)
                     video_current = gr.Checkbox(label="Add the style of the Image tab at the end", value=False,
                                                 elem_id="video-current")
@@ -657,7 +694,7 @@ def build_app(model, *, face_examples: str | os.PathLike | None = EXAMPLES_DIR /
                                           elem_id="video-fps")
                     video_button = gr.Button("Render video", variant="primary", elem_id="render-video")
                 with gr.Column():
-                    video_out = gr.Video(label="Video", interactive=False, elem_id="video-out", loop=True)
+                    video_out = gr.Video(label="Video", interactive=False, height=384, elem_id="video-out", loop=True)
                     video_status = gr.Markdown("", elem_id="video-status")
 
         # -- events --------------------------------------------------------------------------
@@ -682,13 +719,19 @@ def build_app(model, *, face_examples: str | os.PathLike | None = EXAMPLES_DIR /
         style_outputs = [style_state, style_preview, status]
         # a new face or style, or a slider let go, re-renders at once (codes are cached, so only
         # the generator runs); Generate does the same on demand
-        for event in (face_upload.upload(h.face_upload, face_upload, face_outputs),
-                      face_gallery.select(pick_face, None, face_outputs),
+        uploaded_face = face_upload.upload(h.face_upload, face_upload, face_outputs)
+        uploaded_style = style_upload.upload(h.style_upload, style_upload, style_outputs)
+        for event in (uploaded_face, face_gallery.select(pick_face, None, face_outputs),
                       face_random.click(h.face_random, None, face_outputs),
-                      style_upload.upload(h.style_upload, style_upload, style_outputs),
-                      style_gallery.select(pick_style, None, style_outputs),
+                      uploaded_style, style_gallery.select(pick_style, None, style_outputs),
                       style_random.click(h.style_random, None, style_outputs)):
             event.success(h.maybe_generate, gen_inputs, gen_outputs)
+        # the upload boxes are drop zones: emptied after each upload, good or bad (the preview
+        # above shows what was taken), so that the next file can be dropped at once
+        # (.then does not follow a failed event in Gradio 6, hence .failure as well)
+        for event, box in ((uploaded_face, face_upload), (uploaded_style, style_upload)):
+            event.then(lambda: None, None, box, queue=False)
+            event.failure(lambda: None, None, box, queue=False)
         for slider in (awi, strength):
             slider.release(h.maybe_generate, gen_inputs, gen_outputs, trigger_mode="always_last")
         generate.click(h.generate, gen_inputs, gen_outputs)
@@ -702,10 +745,10 @@ def build_app(model, *, face_examples: str | os.PathLike | None = EXAMPLES_DIR /
 
 def launch_kwargs(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, max_file_size: int = MAX_UPLOAD_BYTES) -> dict:
     """The ``Blocks.launch`` arguments of the demo: local only, no share link, no SSR (which
-    needs Node), no MCP server, no monitoring, uploads capped at ``max_file_size`` bytes."""
+    needs Node), no MCP server, no monitoring, no run history, uploads capped at ``max_file_size`` bytes."""
     return dict(server_name=host, server_port=int(port), share=False, ssr_mode=False, mcp_server=False,
-                enable_monitoring=False, pwa=False, max_file_size=int(max_file_size), show_error=False,
-                inbrowser=False)
+                enable_monitoring=False, pwa=False, run_history=False, max_file_size=int(max_file_size),
+                show_error=False, inbrowser=False)
 
 
 def launch(ckpt: str | os.PathLike = DEFAULT_CKPT, psp_encoder: str | os.PathLike | None = DEFAULT_PSP,
@@ -714,7 +757,7 @@ def launch(ckpt: str | os.PathLike = DEFAULT_CKPT, psp_encoder: str | os.PathLik
     """Load the checkpoints and serve the demo on ``http://host:port``.
 
     ``block``: serve until Ctrl-C (the CLI); False returns the running ``gradio.Blocks``
-    (call ``.close()``).  ``psp_encoder=None`` serves random faces only.  Raises
+    (stop it with ``demo.close(); demo.studio.close()``).  ``psp_encoder=None`` serves random faces only.  Raises
     :class:`WebDependencyError` without Gradio and ``blendgan.CheckpointError`` for a bad
     checkpoint.  Analytics are disabled on the Blocks itself; no environment variable is
     read or set.
