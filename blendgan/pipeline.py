@@ -360,7 +360,8 @@ def run_transfer(model: BlendGAN, input_dir: str | Path, style_dir: str | Path, 
 
     # Encode each needed style once; keep its code, re-read panels on demand (bounded memory).
     z_embed: dict[Path, torch.Tensor] = {}
-    for s in dict.fromkeys(s for _, outs in units for s, _ in outs):
+    needed = list(dict.fromkeys(s for _, outs in units for s, _ in outs))
+    for s in tqdm(needed, desc="styles", unit="img", disable=not progress or len(needed) < 2):
         try:
             z_embed[s] = encode("style", s, model.embed_style)[1]
         except io.ImageError as exc:
