@@ -155,8 +155,8 @@ class Generator(nn.Module):
             nonlocal w, out, skip
             if w.shape[0] != full and index >= shared:
                 w = w_plus
-                out = out.repeat(branches, 1, 1, 1)
-                skip = None if skip is None else skip.repeat(branches, 1, 1, 1)
+                out = torch.cat([out] * branches)  # cat keeps NHWC; repeat would not
+                skip = None if skip is None else torch.cat([skip] * branches)
 
         def noise_for(n: torch.Tensor) -> torch.Tensor:
             return n if n.shape[0] == 1 else n[:w.shape[0]]
