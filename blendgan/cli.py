@@ -131,8 +131,12 @@ def finish(report: P.JobReport, outdir) -> int:
 def cmd_pairs(a: argparse.Namespace) -> int:
     with distributed(a.device) as (shard, device):
         model = open_model(a.ckpt, None, device, a.size, a.channel_multiplier, a.precision)
+        truncation = a.truncation
+        if getattr(a, "checkpoint_truncation_wins", False) and model.stored_truncation is not None:
+            truncation = model.stored_truncation  # the official script's rule
+            log.info("truncation %s (from the checkpoint)", truncation)
         zs = P.load_sample_zs(a.sample_zs, a.pics, model.generator.style_dim) if a.sample_zs else None
-        report = P.run_pairs(model, a.outdir, pics=a.pics, style_image=a.style_img, zs=zs, truncation=a.truncation,
+        report = P.run_pairs(model, a.outdir, pics=a.pics, style_image=a.style_img, zs=zs, truncation=truncation,
                              truncation_mean=a.truncation_mean, add_weight_index=a.add_weight_index, seed=a.seed,
                              batch_size=a.batch_size, fmt=a.format, overwrite=a.overwrite,
                              progress=not a.quiet and shard.rank == 0, shard=shard)

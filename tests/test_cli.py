@@ -133,3 +133,20 @@ def test_transfer_with_alignment(golden_ckpts, sample_dirs, tmp_path):
     # the input panel is the aligned crop, not the padded photo squeezed into a square
     squeezed = io.resize(io.read_image(faces / "padded.png"), 256)
     assert np.abs(out[:, :256].astype(int) - squeezed).mean() > 5
+
+
+def test_pairs_script_lets_checkpoint_truncation_win(golden_ckpts, tmp_path):
+    """Official rule in the drop-in script: a stored 'truncation' overrides --truncation."""
+    import torch
+    ck = torch.load(golden_ckpts.blendgan, map_location="cpu", weights_only=True, mmap=True)
+    path = tmp_path / "with_truncation.pt"
+    torch.save({"g_ema": ck["g_ema"], "latent_avg": ck["latent_avg"], "truncation": 0.5}, path)
+    common = ["--pics", "1", "--quiet", "--format", "png", "--device", "cpu"]
+    assert generate_image_pairs(["--ckpt", str(path), "--truncation", "0.9", "--outdir", str(tmp_path / "s"),
+                                 *common]) == 0
+    assert main(["pairs", "--ckpt", str(golden_ckpts.blendgan), "--truncation", "0.5",
+                 "--outdir", str(tmp_path / "c5"), *common]) == 0
+    assert main(["pairs", "--ckpt", str(path), "--truncation", "0.9", "--outdir", str(tmp_path / "c9"), *common]) == 0
+    script = io.read_image(tmp_path / "s" / "000000.png")
+    assert np.array_equal(script, io.read_image(tmp_path / "c5" / "000000.png"))
+    assert not np.array_equal(script, io.read_image(tmp_path / "c9" / "000000.png"))  # the command's flag wins
