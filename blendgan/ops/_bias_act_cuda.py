@@ -39,11 +39,7 @@ MODE_NONE, MODE_OUTPUT, MODE_PREACT = 0, 1, 2
 
 
 def _cuda_module():
-    module = _build.get_module("bias_act")
-    if module is None:
-        raise RuntimeError("blendgan: the bias_act CUDA extension is unavailable: "
-                           f"{_build._failures.get('bias_act', 'unknown reason')}")
-    return module
+    return _build.require_module("bias_act")
 
 
 def _bias_view(b: torch.Tensor, ndim: int, dim: int) -> torch.Tensor:

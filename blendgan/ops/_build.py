@@ -132,6 +132,14 @@ def get_module(name: str):
         return module
 
 
+def require_module(name: str):
+    """The built extension for ``name``; raises with the recorded reason when unavailable."""
+    module = get_module(name)
+    if module is None:
+        raise RuntimeError(f"blendgan: the {name} CUDA extension is unavailable: {_failures[name]}")
+    return module
+
+
 def use_cuda(name: str) -> bool:
     """Whether a CUDA tensor should go through our kernel for op ``name`` (builds lazily)."""
     requested = mode()

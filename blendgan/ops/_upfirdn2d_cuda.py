@@ -31,11 +31,7 @@ from . import _build
 
 
 def _cuda_module():
-    module = _build.get_module("upfirdn2d")
-    if module is None:
-        raise RuntimeError("blendgan: the upfirdn2d CUDA extension is unavailable: "
-                           f"{_build._failures.get('upfirdn2d', 'unknown reason')}")
-    return module
+    return _build.require_module("upfirdn2d")
 
 
 def output_size(h, w, kh, kw, upx, upy, downx, downy, px0, px1, py0, py1):
