@@ -87,3 +87,29 @@ def astronaut():
     import numpy as np
     data = pytest.importorskip("skimage.data")
     return np.ascontiguousarray(data.astronaut()[..., :3])
+
+
+CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def chromium_path() -> str | None:
+    """Debian's chromium (``BLENDGAN_CHROMIUM`` overrides); None when absent."""
+    import shutil
+    path = os.environ.get("BLENDGAN_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+    return path if os.path.exists(path) else None
+
+
+@pytest.fixture
+def browser():
+    """A headless Chromium driven by Playwright (skips without playwright or chromium)."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    exe = chromium_path()
+    if exe is None:
+        pytest.skip("chromium not found (apt-get install chromium, or set BLENDGAN_CHROMIUM)")
+    with sync_api.sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=exe, headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()

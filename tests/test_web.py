@@ -27,10 +27,6 @@ from tests.conftest import ROOT
 FACE = ROOT / "test_imgs" / "face_imgs" / "astronaut_512.jpg"
 STYLE = ROOT / "test_imgs" / "style_imgs" / "cartoon.png"
 STYLE2 = ROOT / "test_imgs" / "style_imgs" / "pencil_sketch_384.jpg"
-CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-
-
 class CountingModel:
     """Wraps the session model, counting encoder calls (the shared model is left untouched)."""
 
@@ -274,11 +270,6 @@ def test_app_builds_with_analytics_off(studio):
 
 
 # -- the page in a real browser -------------------------------------------------------------------
-def chromium_path() -> str | None:
-    path = os.environ.get("BLENDGAN_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-    return path if os.path.exists(path) else None
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -295,20 +286,6 @@ def served(studio):
         yield f"http://127.0.0.1:{port}/", studio
     finally:
         demo.close()
-
-
-@pytest.fixture
-def browser():
-    sync_api = pytest.importorskip("playwright.sync_api")
-    exe = chromium_path()
-    if exe is None:
-        pytest.skip("chromium not found (apt-get install chromium, or set BLENDGAN_CHROMIUM)")
-    with sync_api.sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=exe, headless=True, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 def status_text(page) -> str:
