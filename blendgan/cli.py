@@ -76,8 +76,13 @@ def add_video_flags(p: argparse.ArgumentParser, snake: bool = False) -> None:
     """Video settings (defaults: the official gen_video.py)."""
     p.add_argument("--styles", type=int, default=P.VIDEO_STYLES, help="styles per video (default %(default)s)")
     p.add_argument("--fps", type=float, default=P.VIDEO_FPS, help="(default %(default)s)")
-    p.add_argument(*_names("transition-steps", snake), dest="transition_steps", type=int, default=P.VIDEO_TRANSITION_STEPS,
+    p.add_argument(*_names("transition-steps", snake), *_names("frames-per-transition", snake),
+                   dest="transition_steps", type=int, default=P.VIDEO_TRANSITION_STEPS,
                    help="frames of each style change (default %(default)s)")
+    p.add_argument("--layout", choices=P.VIDEO_LAYOUTS, default="triptych",
+                   help="triptych = [input | style window | output] as the official script; output = the "
+                        "stylized face alone (default %(default)s)")
+    p.add_argument("--gif", action="store_true", help="write a looping GIF instead of an mp4 (short loops)")
     p.add_argument(*_names("hold-frames", snake), dest="hold_frames", type=int, default=P.VIDEO_HOLD_FRAMES,
                    help="frames held on each style and at the end (default %(default)s)")
 
@@ -166,7 +171,7 @@ def cmd_video(a: argparse.Namespace) -> int:
                              transition_steps=a.transition_steps, hold_frames=a.hold_frames,
                              batch_size=a.batch_size, overwrite=a.overwrite,
                              progress=not a.quiet and shard.rank == 0, cache_dir=a.cache_dir, shard=shard,
-                             align=a.align)
+                             align=a.align, layout=a.layout, gif=a.gif)
     return finish(report, a.outdir)
 
 
@@ -288,7 +293,6 @@ def build_parser() -> argparse.ArgumentParser:
     _folder_job_flags(p, "outputs/video", P.VIDEO_ADD_WEIGHT_INDEX,
                       "face image or folder, or a video of a face (.mp4 .mov .mkv ...)")
     add_video_flags(p)
-    p.add_argument("--gif", action="store_true", help="with a video --input: write a GIF instead of an mp4")
     add_runtime_flags(p)
     p.set_defaults(func=cmd_video)
 

@@ -15,7 +15,7 @@ import secrets
 from contextlib import contextmanager
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -154,6 +154,24 @@ def hstack(panels: Sequence[np.ndarray]) -> np.ndarray:
 
 
 # -- video ------------------------------------------------------------------------------------
+def write_gif(frames: Iterable[np.ndarray], path: str | os.PathLike, fps: float = 15) -> Path:
+    """Write RGB uint8 frames [H, W, 3] as a looping GIF, atomically (Pillow).
+
+    For short loops: Pillow keeps every frame until the file is written, and GIF stores
+    frame durations in hundredths of a second (fps is rounded accordingly).
+    """
+    from PIL import Image
+    path = Path(path)
+    images = (Image.fromarray(np.ascontiguousarray(f)) for f in frames)
+    first = next(images, None)
+    if first is None:
+        raise ValueError(f"{path}: no frames to write")
+    with atomic_path(path) as tmp:
+        first.save(tmp, format="GIF", save_all=True, append_images=images, duration=int(round(1000 / fps)),
+                   loop=0)
+    return path
+
+
 def video_backend() -> str:
     """``'pyav'`` (H.264, browser-playable) when PyAV is installed, else ``'opencv'`` (mp4v)."""
     return "pyav" if importlib.util.find_spec("av") is not None else "opencv"

@@ -39,6 +39,7 @@ VIDEO_STYLES = 8
 VIDEO_FPS = 30
 VIDEO_TRANSITION_STEPS = 20  # sigmoid samples per style change
 VIDEO_HOLD_FRAMES = 10       # frames held on each style, and on the last frame
+VIDEO_LAYOUTS = ("triptych", "output")
 
 
 @dataclass
@@ -404,12 +405,16 @@ def run_video(model: BlendGAN, input_dir: str | Path, style_dir: str | Path, out
               seed: int = DEFAULT_SEED, fps: float = VIDEO_FPS, transition_steps: int = VIDEO_TRANSITION_STEPS,
               hold_frames: int = VIDEO_HOLD_FRAMES, batch_size: int = DEFAULT_BATCH_SIZE,
               overwrite: bool = False, progress: bool = True, cache_dir: str | Path | None = None,
-              shard: Shard = Shard(), align: str = "never") -> JobReport:
-    """Write ``{face}.mp4`` per face: [input | sliding style window | output] while the style
-    moves through ``n_styles`` styles picked at random (with repeats, as the official script:
+              shard: Shard = Shard(), align: str = "never", layout: str = "triptych",
+              gif: bool = False) -> JobReport:
+    """Write ``{face}.mp4`` per face: [input | sliding style window | output] (``layout``
+    ``'triptych'``) or the output alone (``'output'``) while the style moves through
+    ``n_styles`` styles picked at random (with repeats, as the official script:
     ``random.Random(seed).choices``, one draw per face in name order).  Faces and styles are
-    resized to the model's size before encoding, as the official script did.  A ``shard``
-    renders every ``world``-th video."""
+    resized to the model's size before encoding, as the official script did.  ``gif`` writes
+    ``{face}.gif`` instead (short loops).  A ``shard`` renders every ``world``-th video."""
+    if layout not in VIDEO_LAYOUTS:
+        raise ValueError(f"layout must be one of {VIDEO_LAYOUTS}, got {layout!r}")
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     report = JobReport()
@@ -427,7 +432,7 @@ def run_video(model: BlendGAN, input_dir: str | Path, style_dir: str | Path, out
     alphas = transition_alphas(transition_steps, hold_frames)
     for k, f in enumerate(tqdm(faces, desc="video", unit="video", disable=not progress)):
         chosen = rng.choices(styles, k=n_styles)  # drawn even when skipping, so resumes pick the same
-        out = outdir / f"{f.stem}.mp4"
+        out = outdir / f"{f.stem}.{'gif' if gif else 'mp4'}"
         if not shard.mine(k):
             continue
         if out.exists() and not overwrite:
@@ -451,15 +456,26 @@ def run_video(model: BlendGAN, input_dir: str | Path, style_dir: str | Path, out
             _fail(report, f, ValueError(f"{f}: needs at least 2 readable style images, got {len(panels)}"))
             continue
         w_plus = encode(prepare.kind, f, face, model.encode_face)
-        with io.VideoWriter(out, fps=fps) as writer:
+
+        def frames() -> Iterator[np.ndarray]:
+            """Batches of RGB frames [B, H, W, 3]: every transition, then the last frame held."""
             last = None
             for k in range(len(panels) - 1):
                 for sl, images in interpolation_frames(model, w_plus, codes[k], codes[k + 1], alphas,
                                                        add_weight_index=add_weight_index, batch_size=batch_size):
-                    frames = np.stack([io.hstack([face, slide_window(panels[k], panels[k + 1], a), img])
-                                       for a, img in zip(alphas[sl], io.to_uint8(images))])
-                    writer.write(frames)
-                    last = frames[-1]
-            writer.write(np.repeat(last[None], hold_frames, axis=0))
+                    outs = io.to_uint8(images)
+                    if layout == "triptych":
+                        outs = np.stack([io.hstack([face, slide_window(panels[k], panels[k + 1], a), img])
+                                         for a, img in zip(alphas[sl], outs)])
+                    yield outs
+                    last = outs[-1]
+            yield np.repeat(last[None], hold_frames, axis=0)
+
+        if gif:
+            io.write_gif((frame for batch in frames() for frame in batch), out, fps)
+        else:
+            with io.VideoWriter(out, fps=fps) as writer:
+                for batch in frames():
+                    writer.write(batch)
         report.written.append(out)
     return report

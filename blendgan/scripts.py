@@ -74,7 +74,6 @@ def gen_video(argv: list[str] | None = None) -> int:
     p = _parser("Style interpolation video of each input face.")
     _add_folder_flags(p, P.VIDEO_ADD_WEIGHT_INDEX)
     cli.add_video_flags(p, snake=True)
-    p.set_defaults(gif=False)
     return _run(cli.cmd_video, p.parse_args(argv))
 
 

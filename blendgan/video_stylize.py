@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from . import io
+from .io import write_gif  # noqa: F401  (re-exported: part of this module's API)
 from .align import FaceAligner, crop_quad, face_quad, quad_to_image_matrix
 from .pipeline import DEFAULT_BATCH_SIZE, TRANSFER_ADD_WEIGHT_INDEX
 
@@ -243,24 +244,6 @@ def stylize_frames(model, frames: Iterable[np.ndarray], z_embed: torch.Tensor, f
 
 
 # -- files --------------------------------------------------------------------------------------
-def write_gif(frames: Iterable[np.ndarray], path: str | os.PathLike, fps: float = 15) -> Path:
-    """Write RGB uint8 frames [H, W, 3] as a looping GIF, atomically (Pillow).
-
-    For short loops: Pillow keeps every frame until the file is written, and GIF stores
-    frame durations in hundredths of a second (fps is rounded accordingly).
-    """
-    from PIL import Image
-    path = Path(path)
-    images = (Image.fromarray(np.ascontiguousarray(f)) for f in frames)
-    first = next(images, None)
-    if first is None:
-        raise ValueError(f"{path}: no frames to write")
-    with io.atomic_path(path) as tmp:
-        first.save(tmp, format="GIF", save_all=True, append_images=images, duration=int(round(1000 / fps)),
-                   loop=0)
-    return path
-
-
 def _open_video(path: Path):
     import av
     if not path.is_file():
@@ -321,7 +304,7 @@ def stylize_video(model, input_video: str | os.PathLike, style_image, out_path: 
                       smooth=smooth, aligner=aligner)
         if suffix == ".gif":
             frames = (f.to_ndarray(format="rgb24") for f in src.decode(vin))
-            write_gif(_counted(stylize_frames(model, frames, z_embed, fps, **kwargs), bar), out_path, fps)
+            io.write_gif(_counted(stylize_frames(model, frames, z_embed, fps, **kwargs), bar), out_path, fps)
         else:
             with io.atomic_path(out_path) as tmp:
                 _transcode(input_video, src, vin, ain, tmp, CONTAINERS[suffix], fps, crf, model, z_embed, kwargs,

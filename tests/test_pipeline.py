@@ -124,3 +124,22 @@ def test_video(model, tmp_path, sample_dirs):
     assert n == (1 + 2 + 1) * (2 - 1) + 1
     r2 = P.run_video(model, face, sample_dirs.styles, tmp_path, n_styles=2, progress=False)
     assert r2.skipped == r.written and not r2.written
+
+
+def test_video_output_layout_as_gif(model, tmp_path, sample_dirs):
+    from PIL import Image
+    face = sorted(sample_dirs.faces.iterdir())[0]
+    r = P.run_video(model, face, sample_dirs.styles, tmp_path, n_styles=2, transition_steps=2, hold_frames=1,
+                    layout="output", gif=True, progress=False)
+    assert r.written == [tmp_path / f"{face.stem}.gif"]
+    n = (1 + 2 + 1) * (2 - 1) + 1
+    with Image.open(r.written[0]) as gif:
+        assert gif.size == (model.size, model.size)
+        # Pillow merges identical consecutive frames into one longer frame: compare total time
+        total = 0
+        for i in range(gif.n_frames):
+            gif.seek(i)
+            total += gif.info["duration"]
+    assert total == pytest.approx(n * 1000 / P.VIDEO_FPS, abs=n * 5)
+    with pytest.raises(ValueError, match="layout"):
+        P.run_video(model, face, sample_dirs.styles, tmp_path, layout="sideways", progress=False)
