@@ -210,7 +210,7 @@ def stylized_pairs(model: BlendGAN, zs: torch.Tensor, z_style: torch.Tensor, *,
         w_face = w.unsqueeze(1).expand(-1, model.n_latent, -1)
         w_styl = model.blend(w_face, z_style, add_weight_index)
         # rows below add_weight_index are pure face in both: those layers run once
-        images = model.generator(torch.cat([w_face, w_styl]), shared=add_weight_index or 0, branches=2)
+        images = model.synthesis(torch.cat([w_face, w_styl]), shared=add_weight_index or 0, branches=2)
         b = w.shape[0]
         yield sl, images[:b], images[b:]
 

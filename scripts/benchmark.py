@@ -98,11 +98,15 @@ def main():
     ap.add_argument("--frames", type=int, default=16, help="video frames")
     ap.add_argument("--baseline", action="store_true", help="also time the official per-pair loop")
     ap.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
+    ap.add_argument("--compile", action="store_true", help="torch.compile the synthesis network")
+    ap.add_argument("--repeat", type=int, default=1, help="best of N runs (use 2 with --compile)")
     ap.add_argument("--json-out", default=None)
     a = ap.parse_args()
 
     model = BlendGAN.from_pretrained(a.ckpt, psp_encoder=a.psp, device=a.device, dtype=a.precision)
     dev = model.device
+    if a.compile:
+        model.compile_synthesis()
     S = model.size
     peak = matmul_peak(dev, model.dtype)
     tmp = Path(tempfile.mkdtemp(prefix="blendgan-bench-"))
@@ -128,19 +132,19 @@ def main():
     with torch.inference_mode():
         # generate pairs: natural + stylized per pair
         secs = timed(lambda: P.run_pairs(model, tmp / "pairs", pics=a.pairs, batch_size=a.batch, overwrite=True,
-                                         progress=False), dev)
+                                         progress=False), dev, a.repeat)
         report("pairs (per pair)", secs, a.pairs, a.pairs * 2 * f_gen)
         # folder transfer: each face and style encoded once
         n = a.faces * a.styles
         secs = timed(lambda: P.run_transfer(model, faces, styles, tmp / "transfer", batch_size=a.batch,
-                                            overwrite=True, progress=False), dev)
+                                            overwrite=True, progress=False), dev, a.repeat)
         report("transfer (per pair)", secs, n, n * f_gen + a.faces * f_psp + a.styles * f_style)
         # video frames: generator only, style code interpolated
         w_plus = model.encode_face(face_t)
         zs = model.embed_style(torch.cat([style_t, style_t.flip(3)]))
         alphas = np.linspace(0, 1, a.frames).tolist()
         secs = timed(lambda: [None for _ in P.interpolation_frames(model, w_plus, zs[:1], zs[1:], alphas,
-                                                                     batch_size=a.batch)], dev)
+                                                                     batch_size=a.batch)], dev, a.repeat)
         report("video (per frame)", secs, a.frames, a.frames * f_gen)
 
         if a.baseline:
@@ -163,11 +167,12 @@ def main():
 
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     meta = {"device": device_name(dev), "size": S, "batch": a.batch, "precision": a.precision,
+            "compile": a.compile,
             "torch": torch.__version__,
             "matmul_peak_gflop_s": round(peak, 1), "gflop_generator": round(f_gen / 1e9, 1),
             "gflop_style_encoder": round(f_style / 1e9, 1), "gflop_psp": round(f_psp / 1e9, 1),
             "peak_rss_mib": round(rss)}
-    print(f"device: {meta['device']}   size {S}   batch {a.batch}   {a.precision}   matmul peak {peak:.0f} GFLOP/s   "
+    print(f"device: {meta['device']}   size {S}   batch {a.batch}   {a.precision}{' compiled' if a.compile else ''}   matmul peak {peak:.0f} GFLOP/s   "
           f"GFLOP/image: generator {meta['gflop_generator']}, style encoder {meta['gflop_style_encoder']}, "
           f"pSp {meta['gflop_psp']}   peak RSS {meta['peak_rss_mib']} MiB")
     print(f"{'workload':36s} {'images/s':>9s} {'ms/image':>9s} {'GFLOP/s':>9s} {'of peak':>8s}")

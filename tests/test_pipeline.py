@@ -143,3 +143,15 @@ def test_video_output_layout_as_gif(model, tmp_path, sample_dirs):
     assert total == pytest.approx(n * 1000 / P.VIDEO_FPS, abs=n * 5)
     with pytest.raises(ValueError, match="layout"):
         P.run_video(model, face, sample_dirs.styles, tmp_path, layout="sideways", progress=False)
+
+
+@pytest.mark.slow
+def test_compiled_synthesis_matches_eager(golden_ckpts, golden):
+    """--compile: torch.compile'd synthesis gives the official result too."""
+    from blendgan import BlendGAN
+    m = BlendGAN.from_pretrained(golden_ckpts.blendgan).compile_synthesis()
+    with torch.inference_mode():
+        out = m.synthesize(w_plus=golden["psp_codes"], z_embed=golden["z_embed_ref"], add_weight_index=6)
+    ref = golden["style_transfer"]
+    assert ((out - ref).norm() / ref.norm()).item() < 1e-4
+    assert "_compiled" not in dict(m.named_modules())
