@@ -115,6 +115,13 @@ class EncodingCache:
         return value
 
 
+def _encode(model: BlendGAN, cache: EncodingCache | None, kind: str, path: Path, image: np.ndarray,
+            fn) -> torch.Tensor:
+    """``fn`` (an encoder) of RGB ``image``, through the on-disk cache when there is one."""
+    compute = lambda: fn(io.to_tensor(image, model.device))  # noqa: E731
+    return cache.get(kind, path, compute) if cache else compute()
+
+
 class _BackgroundWriter:
     """Encode and write images on a worker thread (OpenCV releases the GIL), at most
     ``depth`` pending, so compute and I/O overlap while memory stays bounded."""
@@ -356,8 +363,7 @@ def run_transfer(model: BlendGAN, input_dir: str | Path, style_dir: str | Path, 
         image = io.read_image(path)
         if kind != "style":
             image = prepare(image, path)
-        compute = lambda: fn(io.to_tensor(image, model.device))  # noqa: E731
-        return image, (cache.get(kind, path, compute) if cache else compute())
+        return image, _encode(model, cache, kind, path, image, fn)
 
     # Encode each needed style once; keep its code, re-read panels on demand (bounded memory).
     z_embed: dict[Path, torch.Tensor] = {}
@@ -421,9 +427,11 @@ def run_video(model: BlendGAN, input_dir: str | Path, style_dir: str | Path, out
     cache = EncodingCache(cache_dir, model) if cache_dir else None
     prepare = FacePreparer(align, model.size)
 
-    def encode(kind: str, path: Path, image: np.ndarray, fn) -> torch.Tensor:
-        compute = lambda: fn(io.to_tensor(image, model.device))  # noqa: E731
-        return cache.get(f"{kind}{model.size}", path, compute) if cache else compute()
+    @functools.lru_cache(maxsize=64)
+    def style(path: Path) -> tuple[np.ndarray, torch.Tensor]:
+        """Panel [S, S, 3] and code [1, 512] of a style, made once per job (styles repeat)."""
+        panel = io.resize(io.read_image(path), model.size)
+        return panel, _encode(model, cache, f"style{model.size}", path, panel, model.embed_style)
 
     faces, styles = io.list_images(input_dir), io.list_images(style_dir)
     if not styles:
@@ -446,16 +454,16 @@ def run_video(model: BlendGAN, input_dir: str | Path, style_dir: str | Path, out
         panels, codes = [], []
         for s in chosen:
             try:
-                panel = io.resize(io.read_image(s), model.size)
+                panel, code = style(s)
             except io.ImageError as exc:
                 _fail(report, s, exc)
                 continue
             panels.append(panel)
-            codes.append(encode("style", s, panel, model.embed_style))
+            codes.append(code)
         if len(panels) < 2:
             _fail(report, f, ValueError(f"{f}: needs at least 2 readable style images, got {len(panels)}"))
             continue
-        w_plus = encode(prepare.kind, f, face, model.encode_face)
+        w_plus = _encode(model, cache, f"{prepare.kind}{model.size}", f, face, model.encode_face)
 
         def frames() -> Iterator[np.ndarray]:
             """Batches of RGB frames [B, H, W, 3]: every transition, then the last frame held."""
