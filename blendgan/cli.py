@@ -16,6 +16,7 @@ from pathlib import Path
 from . import __version__
 from . import align as align_cmd
 from . import pipeline as P
+from .model import PRECISIONS
 
 DEFAULT_CKPT = "pretrained_models/blendgan.pt"
 DEFAULT_PSP = "pretrained_models/psp_encoder.pt"
@@ -58,9 +59,10 @@ def add_runtime_flags(p: argparse.ArgumentParser, snake: bool = False) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars or info messages")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the generator: faster on long jobs after a one-off compile")
-    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
-                   help="compute precision; fp32 reproduces the official outputs, bf16 is much faster on "
-                        "CPUs with AMX and on recent GPUs (default %(default)s)")
+    p.add_argument("--precision", choices=tuple(PRECISIONS), default="fp32",
+                   help="compute precision; fp32 (strict, also on GPUs) reproduces the official outputs, "
+                        "tf32 lets GPU convolutions use TF32 tensor cores (~1e-3 off), bf16 is much faster "
+                        "on CPUs with AMX and on recent GPUs, fp16 on GPUs (default %(default)s)")
 
 
 def add_cache_flag(p: argparse.ArgumentParser, snake: bool = False) -> None:
@@ -93,7 +95,8 @@ def open_model(ckpt: str, psp_encoder: str | None, device: str, size: int | None
                channel_multiplier: int | None = None, precision: str = "fp32", compile: bool = False):
     """Load the model for a job, turning checkpoint problems into one-line CLI errors."""
     from .checkpoint import CheckpointError
-    from .model import BlendGAN
+    from .model import BlendGAN, configure_backends
+    configure_backends(precision)
     try:
         model = BlendGAN.from_pretrained(ckpt, psp_encoder=psp_encoder, device=device, size=size,
                                          channel_multiplier=channel_multiplier, dtype=precision)

@@ -122,14 +122,24 @@ def _encode(model: BlendGAN, cache: EncodingCache | None, kind: str, path: Path,
     return cache.get(kind, path, compute) if cache else compute()
 
 
-class _BackgroundWriter:
-    """Encode and write images on a worker thread (OpenCV releases the GIL), at most
-    ``depth`` pending, so compute and I/O overlap while memory stays bounded."""
+def writer_threads(device: torch.device) -> int:
+    """Image-encoding threads for a job computing on ``device``: one beside CPU compute
+    (it competes for the same cores), up to 8 beside a GPU, whose host cores are idle
+    (a 1024-px PNG takes longer to encode than the GPU takes to synthesize it)."""
+    if device.type == "cpu":
+        return 1
+    return max(1, min(8, (os.cpu_count() or 2) - 1))
 
-    def __init__(self, depth: int = 8):
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="blendgan-writer")
+
+class _BackgroundWriter:
+    """Encode and write images on worker threads (OpenCV releases the GIL), at most
+    ``depth`` pending (default 4 per thread), so compute and I/O overlap while memory
+    stays bounded."""
+
+    def __init__(self, threads: int = 1, depth: int | None = None):
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="blendgan-writer")
         self._pending: deque = deque()
-        self.depth = depth
+        self.depth = depth or 4 * threads
 
     def submit(self, fn, *args) -> None:
         while len(self._pending) >= self.depth:
@@ -320,7 +330,7 @@ def run_pairs(model: BlendGAN, outdir: str | Path, pics: int = PAIRS_PICS, style
     report.skipped = [p for p in paths if not overwrite and p.exists()]
     chunks = [todo[sl] for k, sl in enumerate(_batches(len(todo), batch_size)) if shard.mine(k)]
     with tqdm(total=sum(map(len, chunks)), desc="pairs", unit="img", disable=not progress) as bar, \
-            _BackgroundWriter() as writer:
+            _BackgroundWriter(writer_threads(model.device)) as writer:
         for chunk in chunks:
             for _, natural, stylized in stylized_pairs(model, zs[chunk], z_style, truncation=t,
                                                        add_weight_index=add_weight_index,
@@ -380,7 +390,8 @@ def run_transfer(model: BlendGAN, input_dir: str | Path, style_dir: str | Path, 
 
     face_state: dict = {}
     total = sum(1 for _, outs in units for s, _ in outs if s in z_embed)
-    with tqdm(total=total, desc="transfer", unit="img", disable=not progress) as bar, _BackgroundWriter() as writer:
+    with tqdm(total=total, desc="transfer", unit="img", disable=not progress) as bar, \
+            _BackgroundWriter(writer_threads(model.device)) as writer:
         for f, outs in units:
             outs = [(s, p) for s, p in outs if s in z_embed]
             if face_state.get("path") != f:  # units of one face are consecutive: encode it once

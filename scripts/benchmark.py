@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from blendgan import BlendGAN, io  # noqa: E402
 from blendgan import pipeline as P  # noqa: E402
+from blendgan.model import PRECISIONS, configure_backends  # noqa: E402
 
 
 def sync(device):
@@ -47,8 +48,9 @@ def timed(fn, device, repeat=1):
     return best
 
 
-def matmul_peak(device, dtype=torch.float32, n=2048, repeat=5):
-    """Measured matmul throughput in GFLOP/s at the benchmark's precision."""
+def matmul_peak(device, dtype=torch.float32, n=None, repeat=5):
+    """Measured matmul throughput in GFLOP/s at the benchmark's precision (n×n×n products)."""
+    n = n or (8192 if device.type == "cuda" else 2048)
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
     a @ b
@@ -97,11 +99,13 @@ def main():
     ap.add_argument("--styles", type=int, default=4)
     ap.add_argument("--frames", type=int, default=16, help="video frames")
     ap.add_argument("--baseline", action="store_true", help="also time the official per-pair loop")
-    ap.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
+    ap.add_argument("--precision", choices=tuple(PRECISIONS), default="fp32",
+                    help="as the blendgan commands: fp32 is strict float32 on CUDA too, tf32 allows TF32")
     ap.add_argument("--compile", action="store_true", help="torch.compile the synthesis network")
     ap.add_argument("--repeat", type=int, default=1, help="best of N runs (use 2 with --compile)")
     ap.add_argument("--json-out", default=None)
     a = ap.parse_args()
+    configure_backends(a.precision)  # as the commands do: strict fp32 unless tf32, cuDNN autotuning
 
     model = BlendGAN.from_pretrained(a.ckpt, psp_encoder=a.psp, device=a.device, dtype=a.precision)
     dev = model.device

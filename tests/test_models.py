@@ -376,3 +376,12 @@ def test_generator_layout_matches_official(official_keys, size):
     with torch.device("meta"):
         g = Generator(size)
     _assert_same_layout(_layout(g), _official(official_keys[f"g_ema_{size}"]))
+
+
+@pytest.mark.parametrize("stride,size", [(1, 7), (2, 8), (2, 9), (3, 10)])
+def test_psp_shortcut_subsample_is_the_official_maxpool(stride, size):
+    from blendgan.models.psp import Subsample
+    x = torch.randn(2, 4, size, size + 1)
+    torch.testing.assert_close(Subsample(stride)(x), torch.nn.MaxPool2d(1, stride)(x), rtol=0, atol=0)
+    nhwc = x.contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(Subsample(stride)(nhwc), torch.nn.MaxPool2d(1, stride)(x), rtol=0, atol=0)

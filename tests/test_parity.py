@@ -1,7 +1,11 @@
 """Parity with the official implementation: every tensor of ../shared/golden/open_256.pt.
 
 Tolerance (the contract): relative L2 error ‖ours − golden‖ / ‖golden‖ < 1e-4, CPU float32.
+The same contract is checked on a CUDA device when one is present, through our CUDA kernels,
+with TF32 off (strict float32); TF32 and the half precisions are checked against looser bounds.
 """
+import contextlib
+
 import pytest
 import torch
 
@@ -10,12 +14,12 @@ TOL = 1e-4
 
 def rel_err(ours: torch.Tensor, ref: torch.Tensor) -> float:
     assert ours.shape == ref.shape, f"shape {tuple(ours.shape)} != {tuple(ref.shape)}"
-    return ((ours.float() - ref.float()).norm() / ref.float().norm()).item()
+    ours, ref = ours.detach().float().cpu(), ref.detach().float().cpu()
+    return ((ours - ref).norm() / ref.norm()).item()
 
 
-@pytest.fixture(scope="module")
-def outputs(model, golden):
-    """Everything the official code computed, recomputed by us from the same inputs."""
+def compute_outputs(model, golden) -> dict:
+    """Every tensor of the parity data, recomputed by ``model`` from the same inputs."""
     g = golden
     t = g["meta"]["truncation"]
     idx = g["meta"]["add_weight_index"]
@@ -34,6 +38,12 @@ def outputs(model, golden):
                                                add_weight_index=idx),
             "style_transfer_no_index": model.synthesize(w_plus=g["psp_codes"], z_embed=g["z_embed_ref"]),
         }
+
+
+@pytest.fixture(scope="module")
+def outputs(model, golden):
+    """Everything the official code computed, recomputed by us on CPU."""
+    return compute_outputs(model, golden)
 
 
 GOLDEN_KEYS = ["z_embed_ref", "face_image", "latent_guided", "reference_guided", "psp_codes", "style_transfer",
@@ -91,3 +101,59 @@ def test_psp_latent_avg_stored_as_vector(golden_ckpts, golden, tmp_path):
         x = golden["face_tensor"]
         expected = psp14(x) - ck["latent_avg"].unsqueeze(0) + vec
         assert rel_err(psp1(x), expected) < 1e-5
+
+
+# ---- CUDA: the same contract through our kernels ------------------------------------------------
+
+@contextlib.contextmanager
+def tf32(enabled: bool):
+    """TF32 on or off for cuDNN convolutions and cuBLAS matmuls, restored afterwards."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = enabled
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+@pytest.fixture(scope="module")
+def cuda_model(golden_ckpts):
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    from blendgan import BlendGAN
+    return BlendGAN.from_pretrained(golden_ckpts.blendgan, psp_encoder=golden_ckpts.psp, device="cuda")
+
+
+def test_cuda_uses_our_kernels(cuda_model):
+    """With a toolkit present, the CUDA path must be our kernels, not a silent fallback."""
+    from torch.utils import cpp_extension
+    from blendgan.ops import _build
+    if cpp_extension.CUDA_HOME is None:
+        pytest.skip("no CUDA toolkit to build the extensions")
+    info = _build.backend_info(build_now=True)
+    assert all(v.startswith("cuda (built") for v in info.values()), info
+
+
+@pytest.mark.parametrize("key", GOLDEN_KEYS)
+def test_matches_official_cuda_fp32(cuda_model, golden, key):
+    with torch.inference_mode(), tf32(False):
+        ours = compute_outputs(cuda_model, golden)[key]
+    err = rel_err(ours, golden[key])
+    print(f"cuda fp32 {key}: {err:.2e}")
+    assert err < TOL, f"{key}: relative error {err:.2e} >= {TOL}"
+
+
+@pytest.mark.parametrize("precision,bound", [("tf32", 1e-2), ("bf16", 1e-1), ("fp16", 2e-2)])
+def test_reduced_precision_cuda(golden_ckpts, golden, precision, bound):
+    """TF32 / bf16 / fp16 stay close to the official float32 outputs (bounds, not parity)."""
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    from blendgan import BlendGAN
+    dtype = "fp32" if precision == "tf32" else precision
+    model = BlendGAN.from_pretrained(golden_ckpts.blendgan, psp_encoder=golden_ckpts.psp, device="cuda",
+                                     dtype=dtype)
+    with torch.inference_mode(), tf32(precision == "tf32"):
+        ours = compute_outputs(model, golden)
+    errors = {key: rel_err(ours[key], golden[key]) for key in GOLDEN_KEYS}
+    print(f"cuda {precision}: " + ", ".join(f"{k} {v:.2e}" for k, v in errors.items()))
+    assert max(errors.values()) < bound, errors

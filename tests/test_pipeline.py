@@ -155,3 +155,18 @@ def test_compiled_synthesis_matches_eager(golden_ckpts, golden):
     ref = golden["style_transfer"]
     assert ((out - ref).norm() / ref.norm()).item() < 1e-4
     assert "_compiled" not in dict(m.named_modules())
+
+
+def test_background_writer_threads(tmp_path, monkeypatch):
+    assert P.writer_threads(torch.device("cpu")) == 1
+    monkeypatch.setattr(P.os, "cpu_count", lambda: 16)
+    assert P.writer_threads(torch.device("cuda")) == 8
+    monkeypatch.setattr(P.os, "cpu_count", lambda: 2)
+    assert P.writer_threads(torch.device("cuda")) == 1
+    images = [np.full((8, 8, 3), i, np.uint8) for i in range(20)]
+    with P._BackgroundWriter(3) as writer:
+        assert writer.depth == 12
+        for i, img in enumerate(images):
+            writer.submit(io.write_image, tmp_path / f"{i}.png", img)
+    for i, img in enumerate(images):  # every file written, each with its own content
+        assert np.array_equal(io.read_image(tmp_path / f"{i}.png"), img)

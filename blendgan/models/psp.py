@@ -35,13 +35,25 @@ class SEModule(nn.Module):
         return x * torch.sigmoid(self.fc2(F.relu(self.fc1(g))))
 
 
+class Subsample(nn.Module):
+    """Every ``stride``-th row and column of [N, C, H, W]: exactly what the official
+    shortcut ``MaxPool2d(1, stride)`` computes, as a view instead of a pooling pass."""
+
+    def __init__(self, stride: int):
+        super().__init__()
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[:, :, ::self.stride, ::self.stride] if self.stride > 1 else x
+
+
 class BottleneckIRSE(nn.Module):
     """IR-SE residual unit: BN-conv-PReLU-conv(stride)-BN-SE plus a (strided) shortcut."""
 
     def __init__(self, in_channel: int, depth: int, stride: int):
         super().__init__()
         if in_channel == depth:
-            self.shortcut_layer = nn.MaxPool2d(1, stride)
+            self.shortcut_layer = Subsample(stride)
         else:
             self.shortcut_layer = nn.Sequential(nn.Conv2d(in_channel, depth, 1, stride, bias=False),
                                                 nn.BatchNorm2d(depth))
