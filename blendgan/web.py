@@ -794,7 +794,9 @@ def add_subparser(subparsers) -> argparse.ArgumentParser:
 def cmd_web(args: argparse.Namespace) -> int:
     """``blendgan web``: serve until Ctrl-C; exit status 0, or a one-line error (status 2 via the CLI)."""
     from .cli import CLIError
+    from .model import configure_backends
     psp = None if str(args.psp_encoder).lower() == "none" else args.psp_encoder
+    configure_backends("fp32")  # the demo computes in strict float32, as the other commands by default
     try:
         launch(args.ckpt, psp, host=args.host, port=args.port, device=args.device)
     except WebDependencyError as exc:
