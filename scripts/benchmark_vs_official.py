@@ -46,7 +46,6 @@ import threading
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # this repository
-HERE = None  # the prepared official checkout (--official), set in main()
 PY = sys.executable
 
 VARIANTS = {
@@ -223,11 +222,10 @@ def main():
     ap.add_argument('--timeout', type=float, default=None, help='kill a child after this many seconds')
     ap.add_argument('--keep-outputs', action='store_true', help='keep written images of timed runs')
     args = ap.parse_args()
-    global HERE
-    HERE = os.path.abspath(args.official)
+    official = os.path.abspath(args.official)  # the prepared official checkout
     for script in ('generate_image_pairs.py', 'style_transfer_folder.py', 'model.py'):
-        if not os.path.isfile(os.path.join(HERE, script)):
-            ap.error(f'{HERE}: no {script}; --official must be a checkout of the official release')
+        if not os.path.isfile(os.path.join(official, script)):
+            ap.error(f'{official}: no {script}; --official must be a checkout of the official release')
     if args.threads is None:
         args.threads = os.cpu_count()
     which = set(GROUPS) if args.which == 'all' else set(args.which.split(','))
@@ -279,7 +277,7 @@ def main():
                 pass
 
     jobs = []  # (name, impl, task, variant, n_pairs, n_faces, cmd, outdir, cwd)
-    off = lambda script: [PY, os.path.join(HERE, script)]
+    off = lambda script: [PY, os.path.join(official, script)]
     ours = lambda sub: [PY, '-m', 'blendgan', sub]
     dev = ['--device', args.device]
     if 'off_pairs' in which:
@@ -287,7 +285,7 @@ def main():
             od = os.path.join(work, f'off_pairs_{n}')
             jobs.append((f'official_pairs_N{n}', 'official', 'pairs', 'fp32', n, None,
                          off('generate_image_pairs.py') + ['--size', str(args.size), '--pics', str(n),
-                                                           '--ckpt', ckpt, '--outdir', od], od, HERE))
+                                                           '--ckpt', ckpt, '--outdir', od], od, official))
     if 'ours_pairs' in which:
         for v in variants:
             for n in pairs_n:
@@ -303,7 +301,7 @@ def main():
             jobs.append((f'official_transfer_{f}x{args.styles}', 'official', 'transfer', 'fp32', f * args.styles, f,
                          off('style_transfer_folder.py') + ['--size', str(args.size), '--ckpt', ckpt,
                                                             '--psp_encoder_ckpt', psp, '--input_img_path', fd,
-                                                            '--style_img_path', sdir, '--outdir', od], od, HERE))
+                                                            '--style_img_path', sdir, '--outdir', od], od, official))
     if 'ours_transfer' in which:
         for v in variants:
             for f in faces_n:
@@ -335,7 +333,7 @@ def main():
                    ours('transfer') + ['--ckpt', ckpt, '--psp-encoder', psp, '--size', str(args.size), '--input', a_f,
                                        '--style', a_s, '--outdir', od, '--batch-size', str(args.batch_size)] + dev)
             jobs.append((f'agree_transfer_{impl}', impl, 'agree_transfer', 'fp32', 1, 1, cmd, od,
-                         HERE if impl == 'official' else work))
+                         official if impl == 'official' else work))
         # pairs: the same 2 face codes ([P,1,512], on the run device as the official script needs)
         # and the same style image
         zs = os.path.join(a_in, 'sample_zs.pt')
@@ -352,7 +350,7 @@ def main():
                    ours('pairs') + ['--ckpt', ckpt, '--size', str(args.size), '--pics', '2', '--outdir', od,
                                     '--sample-zs', zs, '--style-img', st, '--batch-size', str(args.batch_size)] + dev)
             jobs.append((f'agree_pairs_{impl}', impl, 'agree_pairs', 'fp32', 2, None, cmd, od,
-                         HERE if impl == 'official' else work))
+                         official if impl == 'official' else work))
 
     os.makedirs(os.path.join(work, 'logs'), exist_ok=True)
     records = []

@@ -6,6 +6,7 @@ a temporary folder (about 15 s, 2.3 GB); tests that need it skip with a clear re
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -16,6 +17,18 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+@contextlib.contextmanager
+def saved_backend_flags():
+    """Restore, on leaving, the process-wide ``torch.backends`` switches that
+    ``blendgan.model.configure_backends`` sets (TF32 for cuDNN and cuBLAS, cuDNN autotuning)."""
+    flags = torch.backends.cudnn, torch.backends.cuda.matmul
+    saved = flags[0].allow_tf32, flags[1].allow_tf32, flags[0].benchmark
+    try:
+        yield
+    finally:
+        flags[0].allow_tf32, flags[1].allow_tf32, flags[0].benchmark = saved
 
 
 def golden_dir() -> Path:

@@ -8,7 +8,7 @@ import pytest
 from blendgan import io
 from blendgan.cli import main
 from blendgan.scripts import gen_video, generate_image_pairs, style_transfer_folder
-from tests.conftest import ROOT
+from tests.conftest import ROOT, saved_backend_flags
 
 
 def run_cmd(args, **kw):
@@ -152,26 +152,18 @@ def test_pairs_script_lets_checkpoint_truncation_win(golden_ckpts, tmp_path):
     assert not np.array_equal(script, io.read_image(tmp_path / "c9" / "000000.png"))  # the command's flag wins
 
 
-@pytest.fixture
-def saved_tf32():
-    import torch
-    flags = torch.backends.cudnn, torch.backends.cuda.matmul
-    saved = flags[0].allow_tf32, flags[1].allow_tf32, flags[0].benchmark
-    yield
-    flags[0].allow_tf32, flags[1].allow_tf32, flags[0].benchmark = saved
-
-
-def test_precision_sets_the_backend_switches(golden_ckpts, tmp_path, saved_tf32):
+def test_precision_sets_the_backend_switches(golden_ckpts, tmp_path):
     """--precision tf32 turns TF32 on for the run; fp32 (the default) is strict float32,
     although PyTorch's own default lets cuDNN use TF32.  cuDNN autotuning is on for jobs."""
     import torch
     args = ["pairs", "--ckpt", str(golden_ckpts.blendgan), "--pics", "1", "--device", "cpu", "--quiet"]
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.benchmark = False
-    assert main([*args, "--outdir", str(tmp_path / "a"), "--precision", "tf32"]) == 0
-    assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32
-    assert torch.backends.cudnn.benchmark
-    assert main([*args, "--outdir", str(tmp_path / "b")]) == 0
-    assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
+    with saved_backend_flags():
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.benchmark = False
+        assert main([*args, "--outdir", str(tmp_path / "a"), "--precision", "tf32"]) == 0
+        assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32
+        assert torch.backends.cudnn.benchmark
+        assert main([*args, "--outdir", str(tmp_path / "b")]) == 0
+        assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
     # float32 tensors either way: on a CPU the two runs give the same image
     assert np.array_equal(io.read_image(tmp_path / "a" / "000000.jpg"), io.read_image(tmp_path / "b" / "000000.jpg"))

@@ -9,6 +9,9 @@ import contextlib
 import pytest
 import torch
 
+from blendgan.model import configure_backends
+from tests.conftest import saved_backend_flags
+
 TOL = 1e-4
 
 
@@ -107,13 +110,10 @@ def test_psp_latent_avg_stored_as_vector(golden_ckpts, golden, tmp_path):
 
 @contextlib.contextmanager
 def tf32(enabled: bool):
-    """TF32 on or off for cuDNN convolutions and cuBLAS matmuls, restored afterwards."""
-    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = enabled
-    try:
+    """The commands' backend switches for ``tf32`` or strict ``fp32``, restored afterwards."""
+    with saved_backend_flags():
+        configure_backends("tf32" if enabled else "fp32")
         yield
-    finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
 @pytest.fixture(scope="module")
