@@ -16,6 +16,7 @@ from torch import nn
 
 from blendgan.models import (EqualLinear, Generator, ModulatedConv2d, PSPEncoder, StyleEncoder, gram_matrix,
                              n_latent_for)
+from blendgan.models.layers import StyledConv
 from blendgan.models.style_encoder import FEATURE_LAYERS, FeatureExtractor, gram_dim
 from blendgan.ops import upfirdn2d_ref
 
@@ -95,6 +96,56 @@ def test_modulated_conv_paths_agree(kernel, upsample, demodulate):
     assert rel_err(grouped.double(), want) < 1e-5
     assert rel_err(full, want.float()) < 1e-5
     assert rel_err(single, want.float()) < 1e-5
+
+
+@pytest.mark.parametrize("upsample,in_ch,out_ch,size", [(False, 128, 128, 8), (True, 128, 128, 4)])
+def test_styled_conv_winograd_path_matches_independent_reference(upsample, in_ch, out_ch, size):
+    """CPU inference of a layer wide enough for the Winograd path (checked, so the test
+    cannot pass on the direct path) equals conv -> noise -> bias -> lrelu by plain convs."""
+    layer = randomize(build(StyledConv, in_ch, out_ch, 3, 16, upsample=upsample), seed=21 + upsample, scale=0.5)
+    with torch.no_grad():
+        layer.conv.modulation.bias.add_(1.0)
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(2, in_ch, size, size, generator=gen).contiguous(memory_format=torch.channels_last)
+    style = torch.randn(2, 16, generator=gen)
+    h = 2 * size if upsample else size
+    noise = torch.randn(1, 1, h, h, generator=gen)
+    assert layer.uses_winograd(x)
+    with torch.inference_mode():
+        got = layer(x, style, noise)
+    conv = independent_modconv(layer.conv.double(), x.double(), style.double())
+    want = F.leaky_relu(conv + layer.noise.weight.double() * noise.double()
+                        + layer.activate.bias.double().view(1, -1, 1, 1), 0.2) * math.sqrt(2)
+    layer.float()
+    assert rel_err(got.double(), want) < 1e-5
+
+
+def test_winograd_weights_follow_weight_changes():
+    """The transformed weights are cached, but never stale: in-place writes, a loaded state
+    dict and a dtype round trip are all seen."""
+    layer = randomize(build(StyledConv, 128, 128, 3, 16), seed=4)
+    gen = torch.Generator().manual_seed(6)
+    x = torch.randn(1, 128, 8, 8, generator=gen)
+    style, noise = torch.randn(1, 16, generator=gen), torch.zeros(1, 1, 8, 8)
+    other = randomize(build(StyledConv, 128, 128, 3, 16), seed=5)
+
+    def run(module):
+        with torch.inference_mode():
+            return module(x, style, noise)
+
+    def direct(module):  # the autograd path never uses Winograd
+        with torch.enable_grad():
+            return module(x, style, noise).detach()
+
+    first = run(layer)
+    assert rel_err(first, direct(layer)) < 1e-5
+    with torch.no_grad():
+        layer.conv.weight.mul_(-0.5)
+    assert rel_err(run(layer), direct(layer)) < 1e-5
+    layer.load_state_dict(other.state_dict())
+    assert rel_err(run(layer), direct(other)) < 1e-5
+    layer.double().float()
+    assert rel_err(run(layer), direct(other)) < 1e-5
 
 
 def test_modulated_conv_upsample_blur_is_official():

@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F
 
 from blendgan import ops
-from blendgan.ops import _build, fused_bias_act, fused_bias_act_ref, fused_leaky_relu, upfirdn2d, upfirdn2d_ref
+from blendgan.ops import (_build, fused_bias_act, fused_bias_act_ref, fused_leaky_relu, upfirdn2d, upfirdn2d_ref,
+                          winograd)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -345,3 +346,86 @@ def test_upfirdn2d_ref_gradcheck(up, down, pad, one_thread):
     fn = lambda x, f: upfirdn2d_ref(x, f, up=up, down=down, pad=pad)
     assert torch.autograd.gradcheck(fn, (x, f))
     assert torch.autograd.gradgradcheck(fn, (x, f))
+
+
+# -- Winograd F(4x4, 3x3) ---------------------------------------------------------------------
+def _blur_kernel() -> torch.Tensor:
+    k = torch.tensor([1.0, 3.0, 3.0, 1.0])
+    return torch.outer(k, k) / 64 * 4  # StyleGAN2's upsampling blur (normalised, times factor^2)
+
+
+def _stylegan_epilogue(y, out_scale, offset):
+    return F.leaky_relu(y * out_scale[:, :, None, None] + offset, 0.2) * math.sqrt(2)
+
+
+@pytest.mark.parametrize("n,cin,cout,h,w", [(1, 3, 5, 4, 4), (2, 8, 6, 12, 20), (3, 16, 16, 8, 28)])
+def test_winograd_conv3x3_matches_conv2d(n, cin, cout, h, w):
+    """'same' 3x3 correlation, scales, offset and activation against float64 conv2d."""
+    gen = torch.Generator().manual_seed(n * 100 + h)
+    x = torch.randn(n, cin, h, w, generator=gen)
+    weight = torch.randn(cout, cin, 3, 3, generator=gen)
+    s = torch.rand(n, cin, generator=gen) + 0.5
+    d = torch.rand(n, cout, generator=gen) + 0.5
+    offset = torch.randn(1, cout, h, w, generator=gen)
+    y = winograd.conv3x3(x, winograd.transform_weight(weight), s, d, offset, lrelu=True)
+    want = _stylegan_epilogue(F.conv2d(x.double() * s.double()[:, :, None, None], weight.double(), padding=1),
+                              d.double(), offset.double())
+    assert y.shape == (n, cout, h, w) and y.is_contiguous(memory_format=torch.channels_last)
+    assert ((y.double() - want).norm() / want.norm()).item() < 1e-5
+    plain = winograd.conv3x3(x, winograd.transform_weight(weight))
+    want_plain = F.conv2d(x.double(), weight.double(), padding=1)
+    assert ((plain.double() - want_plain).norm() / want_plain.norm()).item() < 1e-5
+
+
+@pytest.mark.parametrize("n,cin,cout,h,w", [(1, 4, 3, 4, 4), (2, 6, 5, 8, 12)])
+def test_winograd_upsampling_matches_blurred_transposed_conv(n, cin, cout, h, w):
+    """The four output phases with the blur folded in equal StyleGAN2's upsampling conv:
+    conv_transpose2d (stride 2), then the [1, 3, 3, 1] blur with padding (1, 1)."""
+    gen = torch.Generator().manual_seed(7 + h)
+    x = torch.randn(n, cin, h, w, generator=gen)
+    weight = torch.randn(cout, cin, 3, 3, generator=gen)
+    d = torch.rand(n, cout, generator=gen) + 0.5
+    offset = torch.randn(n, cout, 2 * h, 2 * w, generator=gen)
+    wt = winograd.transform_weight_up(weight, _blur_kernel())
+    assert wt.shape == (36, cin, 4 * cout)
+    y = winograd.conv3x3(x, wt, None, d, offset, lrelu=True, up=2)
+    blurred = slow_upfirdn2d(F.conv_transpose2d(x.double(), weight.double().transpose(0, 1), stride=2).numpy(),
+                             _blur_kernel().double().numpy(), 1, 1, 1, 1, 1, 1, 1, 1)
+    want = _stylegan_epilogue(torch.from_numpy(blurred), d.double(), offset.double())
+    assert y.shape == (n, cout, 2 * h, 2 * w)
+    assert ((y.double() - want).norm() / want.norm()).item() < 1e-5
+
+
+@pytest.mark.parametrize("up", [1, 2])
+def test_winograd_bands_cover_the_image(monkeypatch, up):
+    """Small bands (a last band shorter than the others, image borders inside bands) give the
+    same result as one band."""
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 4, 20, 8, generator=gen)
+    weight = torch.randn(3, 4, 3, 3, generator=gen)
+    wt = winograd.transform_weight_up(weight, _blur_kernel()) if up == 2 else winograd.transform_weight(weight)
+    whole = winograd.conv3x3(x, wt, up=up)
+    monkeypatch.setattr(winograd, "MIN_BAND_TILES", 1)
+    monkeypatch.setattr(winograd, "BAND_BYTES", 1)   # one tile row per band
+    banded = winograd.conv3x3(x, wt, up=up)
+    monkeypatch.setattr(winograd, "MIN_BAND_TILES", 2 * 2 * 2)  # 2 rows of 2x2 tiles: 5 rows -> 2, 2, 1
+    uneven = winograd.conv3x3(x, wt, up=up)
+    # rounding may differ with the product sizes; a misplaced or missing row would be O(1)
+    for other in (banded, uneven):
+        assert other.shape == whole.shape
+        assert ((other - whole).abs().max() / whole.abs().max()).item() < 1e-5
+
+
+def test_winograd_rejects_what_it_cannot_do():
+    wt = winograd.transform_weight(torch.randn(2, 3, 3, 3))
+    assert not winograd.supports(torch.randn(1, 3, 6, 8))            # 6 is not a multiple of 4
+    assert not winograd.supports(torch.randn(1, 3, 8, 8, dtype=torch.float64))
+    assert winograd.supports(torch.randn(1, 3, 8, 8))
+    with pytest.raises(ValueError, match="multiples of 4"):
+        winograd.conv3x3(torch.randn(1, 3, 6, 8), wt)
+    with pytest.raises(ValueError, match=r"weight_t must be \[36, 4"):
+        winograd.conv3x3(torch.randn(1, 4, 8, 8), wt)
+    with pytest.raises(ValueError, match="up must be"):
+        winograd.conv3x3(torch.randn(1, 3, 8, 8), wt, up=3)
+    with pytest.raises(ValueError, match=r"\[C_out, C_in, 3, 3\]"):
+        winograd.transform_weight(torch.randn(2, 3, 5, 5))

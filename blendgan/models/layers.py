@@ -13,10 +13,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..ops import fused_leaky_relu, upfirdn2d
+from ..ops import fused_leaky_relu, upfirdn2d, winograd
 
 BLUR_KERNEL = (1, 3, 3, 1)
 SQRT2 = math.sqrt(2.0)
+WINOGRAD_MIN_SIZE = 8  # smallest feature map for the Winograd path in CPU inference
 
 
 def make_kernel(k: Sequence[float]) -> torch.Tensor:
@@ -179,11 +180,35 @@ class ModulatedConv2d(nn.Module):
             out = self.blur(F.conv_transpose2d(x, weight.transpose(0, 1), padding=0, stride=2))
         else:
             out = F.conv2d(x, weight, padding=self.padding)
+        return out, self.demodulation(s)
+
+    def demodulation(self, s: torch.Tensor) -> torch.Tensor | None:
+        """Demodulation factors [N, out, 1, 1] for modulation ``s`` [N, in] (None without
+        demodulation): ``rsqrt(sum_{i,k} (W[o,i,k]·scale·s[n,i])^2 + 1e-8)``."""
         if not self.demodulate:
-            return out, None
+            return None
+        weight = self.weight[0] * self.scale
         # sum_{i,k} (W[o,i,k] * s[n,i])^2 = (s^2) @ (sum_k W[o,i,k]^2)^T  -> [N, out]
         demod = torch.rsqrt(s.pow(2) @ weight.pow(2).sum([2, 3]).t() + 1e-8)
-        return out, demod.view(n, -1, 1, 1)
+        return demod.view(s.shape[0], -1, 1, 1)
+
+    def winograd_weight(self) -> torch.Tensor:
+        """The scaled weight in the F(4x4, 3x3) domain (see :mod:`blendgan.ops.winograd`):
+        [36, in, out], or [36, in, 4·out] with the blur folded in when upsampling; computed
+        once and kept until the weight changes."""
+        weight = self.weight.detach()
+        cached = self.__dict__.get("_winograd")
+        # the cache holds an alias of the weight it was made from, so that storage stays
+        # alive and a new weight cannot reuse its address; the version counts in-place writes
+        if cached is None or cached[0].data_ptr() != weight.data_ptr() or cached[0].dtype != weight.dtype \
+                or cached[0].device != weight.device or cached[1] != weight._version:
+            with torch.no_grad():
+                scaled = weight[0] * self.scale
+                transformed = winograd.transform_weight_up(scaled, self.blur.kernel) if self.upsample \
+                    else winograd.transform_weight(scaled)
+                cached = (weight, weight._version, transformed)
+            self.__dict__["_winograd"] = cached  # not a buffer: derived, never saved
+        return cached[2]
 
     def extra_repr(self) -> str:
         return f"{self.in_channel}, {self.out_channel}, {self.kernel_size}, " \
@@ -227,12 +252,33 @@ class StyledConv(nn.Module):
     def forward(self, x: torch.Tensor, style: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         if x.is_cuda or torch.is_grad_enabled() or not self.conv.demodulate:
             return self.activate(self.noise(self.conv(x, style), noise))
-        # CPU inference: the same sum in three memory passes instead of six:
-        # lrelu(conv·d + w·noise + b)·√2 with (w·noise + b) computed once for the batch
-        out, demod = self.conv.forward_parts(x, self.conv.modulation(style))
+        # CPU inference: lrelu(conv·d + w·noise + b)·√2 with (w·noise + b) computed once for
+        # the batch, in three memory passes instead of six, or fused into the Winograd bands
+        s = self.conv.modulation(style)
         offset = self.noise.weight * noise + self.activate.bias.view(1, -1, 1, 1)
+        if self.uses_winograd(x):
+            return winograd.conv3x3(x, self.conv.winograd_weight(), s, self.conv.demodulation(s).flatten(1),
+                                    offset.contiguous(memory_format=torch.channels_last), lrelu=True,
+                                    up=2 if self.conv.upsample else 1)
+        out, demod = self.conv.forward_parts(x, s)
         out = torch.addcmul(offset.contiguous(memory_format=_format_of(out)), out, demod)
         return F.leaky_relu_(out, 0.2).mul_(SQRT2)
+
+    def uses_winograd(self, x: torch.Tensor) -> bool:
+        """Whether CPU inference on ``x`` [N, in, H, W] takes the F(4x4, 3x3) path (float32,
+        3x3).  Where it pays was measured on a 2-core AVX2 CPU (``scripts/benchmark_ops.py
+        --winograd``): from 8x8 up with at least 128 channels in and out, 2-2.5x faster than
+        oneDNN's direct convolution; with upsampling only for the narrow layers (128-256
+        channels in, at most 128 out), where oneDNN's transposed convolution is slow.  A fixed
+        rule, not a timing, so every process takes the same path and writes the same bytes."""
+        conv = self.conv
+        if conv.kernel_size != 3 or not winograd.supports(x):
+            return False
+        cin, cout = conv.in_channel, conv.out_channel
+        if conv.upsample:
+            return tuple(conv.blur.kernel.shape) == (4, 4) and conv.blur.pad == (1, 1) \
+                and 128 <= cin <= 256 and cout <= 128
+        return x.shape[2] >= WINOGRAD_MIN_SIZE and min(cin, cout) >= 128
 
 
 class ToRGB(nn.Module):
