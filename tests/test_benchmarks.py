@@ -26,3 +26,15 @@ def test_benchmark_vs_official_knows_every_precision():
 def test_gpu_checks_script_parses():
     res = subprocess.run(["bash", "-n", "scripts/gpu_checks.sh"], cwd=ROOT, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
+
+
+def test_benchmark_winograd_times_every_layer_and_reports_the_rule():
+    import json
+    res = subprocess.run([sys.executable, "scripts/benchmark_winograd.py", "--size", "16", "--batch", "1",
+                          "--reps", "1"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    report = json.loads(res.stdout.strip().splitlines()[-1])
+    rules = {row["layer"]: row["rule"] for row in report["rows"]}
+    # 512-channel layers: plain 3x3 convs from 8x8 take Winograd, upsampling from 512 does not
+    assert rules == {"up 4->8": "direct", "conv 8": "winograd", "up 8->16": "direct", "conv 16": "winograd"}
+    assert all(row["winograd_ms"] > 0 and row["direct_ms"] > 0 for row in report["rows"])

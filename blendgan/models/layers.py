@@ -18,6 +18,7 @@ from ..ops import fused_leaky_relu, upfirdn2d, winograd
 BLUR_KERNEL = (1, 3, 3, 1)
 SQRT2 = math.sqrt(2.0)
 WINOGRAD_MIN_SIZE = 8  # smallest feature map for the Winograd path in CPU inference
+WINOGRAD_MIN_CHANNELS = 128  # ... and fewest input channels for plain (unmodulated) convolutions
 
 
 def make_kernel(k: Sequence[float]) -> torch.Tensor:
@@ -31,6 +32,30 @@ def make_kernel(k: Sequence[float]) -> torch.Tensor:
 def _format_of(x: torch.Tensor) -> torch.memory_format:
     return torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous() \
         else torch.contiguous_format
+
+
+class WinogradConv2d(nn.Conv2d):
+    """``nn.Conv2d`` (same parameters and state-dict keys) whose CPU float32 inference takes
+    the Winograd F(4x4, 3x3) path for 'same' 3x3 convolutions with stride 1 and at least
+    :data:`WINOGRAD_MIN_CHANNELS` input channels on maps from 8x8 up (1.3-2.4x faster than
+    oneDNN's direct convolution there on a 2-core AVX2 CPU, 0.7-1.1x below 128 channels).
+    Everything else, training included, is ``nn.Conv2d``'s own forward."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._winograd = winograd.TransformedWeight(winograd.transform_weight)
+
+    def uses_winograd(self, x: torch.Tensor) -> bool:
+        return (self.kernel_size == (3, 3) and self.stride == (1, 1) and self.padding == (1, 1)
+                and self.dilation == (1, 1) and self.groups == 1 and self.padding_mode == "zeros"
+                and self.in_channels >= WINOGRAD_MIN_CHANNELS and min(x.shape[-2:]) >= WINOGRAD_MIN_SIZE
+                and not torch.is_grad_enabled() and winograd.supports(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.uses_winograd(x):
+            return super().forward(x)
+        offset = None if self.bias is None else self.bias.view(1, -1, 1, 1)
+        return winograd.conv3x3(x, self._winograd.get(self.weight), offset=offset)
 
 
 class PixelNorm(nn.Module):
@@ -133,6 +158,7 @@ class ModulatedConv2d(nn.Module):
         self.padding = kernel_size // 2
         self.weight = nn.Parameter(torch.randn(1, out_channel, in_channel, kernel_size, kernel_size))
         self.modulation = EqualLinear(style_dim, in_channel, bias_init=1)
+        self._winograd = winograd.TransformedWeight(self._transform_weight)
 
     def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
         n, c, h, w = x.shape
@@ -194,21 +220,14 @@ class ModulatedConv2d(nn.Module):
 
     def winograd_weight(self) -> torch.Tensor:
         """The scaled weight in the F(4x4, 3x3) domain (see :mod:`blendgan.ops.winograd`):
-        [36, in, out], or [36, in, 4·out] with the blur folded in when upsampling; computed
-        once and kept until the weight changes."""
-        weight = self.weight.detach()
-        cached = self.__dict__.get("_winograd")
-        # the cache holds an alias of the weight it was made from, so that storage stays
-        # alive and a new weight cannot reuse its address; the version counts in-place writes
-        if cached is None or cached[0].data_ptr() != weight.data_ptr() or cached[0].dtype != weight.dtype \
-                or cached[0].device != weight.device or cached[1] != weight._version:
-            with torch.no_grad():
-                scaled = weight[0] * self.scale
-                transformed = winograd.transform_weight_up(scaled, self.blur.kernel) if self.upsample \
-                    else winograd.transform_weight(scaled)
-                cached = (weight, weight._version, transformed)
-            self.__dict__["_winograd"] = cached  # not a buffer: derived, never saved
-        return cached[2]
+        [36, in, out], or [36, in, 4·out] with the blur folded in when upsampling; made once
+        and kept until the weight changes."""
+        return self._winograd.get(self.weight)
+
+    def _transform_weight(self, weight: torch.Tensor) -> torch.Tensor:
+        scaled = weight[0] * self.scale
+        return winograd.transform_weight_up(scaled, self.blur.kernel) if self.upsample \
+            else winograd.transform_weight(scaled)
 
     def extra_repr(self) -> str:
         return f"{self.in_channel}, {self.out_channel}, {self.kernel_size}, " \
@@ -273,7 +292,7 @@ class StyledConv(nn.Module):
         efficient there).  A fixed rule, not a timing, so every process takes the same path
         and writes the same bytes."""
         conv = self.conv
-        if conv.kernel_size != 3 or x.shape[2] < WINOGRAD_MIN_SIZE or not winograd.supports(x):
+        if conv.kernel_size != 3 or min(x.shape[-2:]) < WINOGRAD_MIN_SIZE or not winograd.supports(x):
             return False
         if conv.upsample:
             return tuple(conv.blur.kernel.shape) == (4, 4) and conv.blur.pad == (1, 1) and conv.in_channel <= 256

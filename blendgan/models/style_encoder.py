@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import EqualLinear
+from .layers import EqualLinear, WinogradConv2d
 
 # VGG19 configuration "E": conv widths, "M" = 2x2 max-pool.
 VGG19_CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M",
@@ -20,14 +20,15 @@ STYLE_POOL = 256
 
 
 def vgg19_features() -> nn.Sequential:
-    """torchvision's ``vgg19().features`` layout (same indices), built without downloads."""
+    """torchvision's ``vgg19().features`` layout (same indices and parameters), built without
+    downloads; the convolutions take the Winograd path in CPU inference (:class:`WinogradConv2d`)."""
     layers: list[nn.Module] = []
     channels = 3
     for v in VGG19_CFG:
         if v == "M":
             layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
         else:
-            layers += [nn.Conv2d(channels, v, kernel_size=3, padding=1), nn.ReLU(inplace=True)]
+            layers += [WinogradConv2d(channels, v, kernel_size=3, padding=1), nn.ReLU(inplace=True)]
             channels = v
     return nn.Sequential(*layers)
 

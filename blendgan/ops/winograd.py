@@ -16,6 +16,7 @@ transforms use the interpolation points 0, ±1, ±2, which are exact in binary).
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 
@@ -75,6 +76,31 @@ def transform_weight_up(weight: torch.Tensor, blur: torch.Tensor) -> torch.Tenso
                                    blur.double().flip([0, 1])[None, None]).view(cout, cin, 6, 6)
     phases = [transform_weight(h[:, :, py::2, px::2].flip([2, 3])) for py in (0, 1) for px in (0, 1)]
     return torch.cat(phases, dim=2).to(weight.dtype).contiguous()
+
+
+class TransformedWeight:
+    """A transformed copy of a weight, made on first use and remade when the weight changes.
+
+    Kept beside a module (not a buffer: derived, never saved).  It holds an alias of the
+    weight it was made from, so that storage stays alive and a new weight cannot reuse its
+    address; the weight's version counter catches in-place writes (``load_state_dict``,
+    optimiser steps)."""
+
+    def __init__(self, transform: Callable[[torch.Tensor], torch.Tensor]):
+        self.transform = transform
+        self._source: torch.Tensor | None = None
+        self._version = -1
+        self._value: torch.Tensor | None = None
+
+    def get(self, weight: torch.Tensor) -> torch.Tensor:
+        weight = weight.detach()
+        src = self._source
+        if src is None or src.data_ptr() != weight.data_ptr() or src.dtype != weight.dtype \
+                or src.device != weight.device or self._version != weight._version:
+            with torch.no_grad():
+                self._value = self.transform(weight)
+            self._source, self._version = weight, weight._version
+        return self._value
 
 
 def supports(x: torch.Tensor) -> bool:
