@@ -155,14 +155,14 @@ def test_winograd_conv2d_is_conv2d(bias):
     conv = randomize(build(WinogradConv2d, 128, 16, 3, 1, 1, bias=bias), seed=31, scale=0.1)
     plain = build(nn.Conv2d, 128, 16, 3, 1, 1, bias=bias)
     plain.load_state_dict(conv.state_dict())
-    x = torch.randn(2, 128, 8, 12, generator=torch.Generator().manual_seed(32))
+    x = torch.randn(2, 128, 32, 36, generator=torch.Generator().manual_seed(32))
     with torch.no_grad():
         assert conv.uses_winograd(x)
         got = conv(x)
     want = F.conv2d(x.double(), conv.weight.double(), None if conv.bias is None else conv.bias.double(), padding=1)
     assert rel_err(got.double(), want) < 1e-5
     with torch.no_grad():
-        assert not conv.uses_winograd(x[:, :, :4])                      # map too small
+        assert not conv.uses_winograd(x[:, :, :16])                     # map too small
         strided = randomize(build(WinogradConv2d, 128, 16, 3, 2, 1, bias=bias), seed=33)
         assert not strided.uses_winograd(x)
         narrow = build(WinogradConv2d, 64, 16, 3, 1, 1, bias=bias)
