@@ -222,6 +222,7 @@ def cmd_info(a: argparse.Namespace) -> int:
     print(f"device: {resolve_device('auto')}  ({cuda}); CPU threads {torch.get_num_threads()}")
     for name, state in backend_info(build_now=a.build_ops).items():
         print(f"op {name}: {state}")
+    print("3x3 convolutions in CPU float32 inference: Winograd F(4x4, 3x3) (blendgan.ops.winograd)")
     print(f"video writer: {video_backend()}")
     for path in (Path(a.weights_dir) / "blendgan.pt", Path(a.weights_dir) / "psp_encoder.pt"):
         if not path.exists():

@@ -15,7 +15,7 @@ import secrets
 from contextlib import contextmanager
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -87,8 +87,30 @@ def to_tensor(images: np.ndarray | Sequence[np.ndarray], device: torch.device | 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
     """[N, 3, H, W] in [-1, 1] -> RGB uint8 [N, H, W, 3] (clamped, truncated)."""
+    return to_uint8_async(images)()
+
+
+def to_uint8_async(images: torch.Tensor) -> Callable[[], np.ndarray]:
+    """Start :func:`to_uint8` of ``images`` [N, 3, H, W]; returns a function that waits for it
+    and gives the RGB uint8 [N, H, W, 3] array.
+
+    On a GPU the conversion is queued behind the work that makes ``images`` and the result is
+    copied into pinned host memory without blocking the host, so a job can queue its next
+    batch before waiting for this one (the GPU stays busy while the host writes images).
+    Elsewhere the conversion happens at once."""
     x = (images.detach().float() * 0.5 + 0.5) * 255
-    return x.clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    x = x.clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+    if x.device.type != "cuda":
+        host = x.cpu().numpy()
+        return lambda: host
+    copy = x.to("cpu", non_blocking=True)  # a non-blocking copy to the host lands in pinned memory
+    done = torch.cuda.Event()
+    done.record(torch.cuda.current_stream(x.device))
+
+    def wait() -> np.ndarray:
+        done.synchronize()
+        return copy.numpy()
+    return wait
 
 
 def resize(image: np.ndarray, size: int) -> np.ndarray:

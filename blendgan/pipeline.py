@@ -17,7 +17,7 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterable, Iterator, Sequence, TypeVar
 
 import numpy as np
 import torch
@@ -27,6 +27,7 @@ from . import io
 from .model import DEFAULT_TRUNCATION_MEAN, BlendGAN
 
 log = logging.getLogger("blendgan")
+T = TypeVar("T")
 
 DEFAULT_SEED = 0
 DEFAULT_BATCH_SIZE = 4
@@ -193,6 +194,21 @@ class FacePreparer:
         return crops[0]
 
 
+def one_ahead(items: Iterable[T]) -> Iterator[T]:
+    """Yield each item of ``items`` only once the next one has been made.
+
+    The jobs make batches on the device and hand them to the host as
+    :func:`blendgan.io.to_uint8_async` results: taking one batch ahead queues the GPU work of
+    batch k+1 before the host waits for batch k, so the GPU computes while the host encodes
+    and writes images.  On a CPU this changes nothing but the order of the two steps."""
+    pending: deque = deque(maxlen=1)
+    for item in items:
+        if pending:
+            yield pending.popleft()
+        pending.append(item)
+    yield from pending
+
+
 def make_generator(seed: int, device: torch.device | str) -> torch.Generator:
     """A ``torch.Generator`` on ``device`` seeded with ``seed`` (the global RNG is untouched).
 
@@ -329,16 +345,21 @@ def run_pairs(model: BlendGAN, outdir: str | Path, pics: int = PAIRS_PICS, style
     todo = [i for i, p in enumerate(paths) if overwrite or not p.exists()]
     report.skipped = [p for p in paths if not overwrite and p.exists()]
     chunks = [todo[sl] for k, sl in enumerate(_batches(len(todo), batch_size)) if shard.mine(k)]
-    with tqdm(total=sum(map(len, chunks)), desc="pairs", unit="img", disable=not progress) as bar, \
-            _BackgroundWriter(writer_threads(model.device)) as writer:
+    def batches():
+        """Per chunk: its indices and the started host copies of both panels."""
         for chunk in chunks:
             for _, natural, stylized in stylized_pairs(model, zs[chunk], z_style, truncation=t,
                                                        add_weight_index=add_weight_index,
                                                        truncation_latent=t_latent, batch_size=len(chunk)):
-                for i, a, b in zip(chunk, io.to_uint8(natural), io.to_uint8(stylized)):
-                    writer.submit(io.write_image, paths[i], io.hstack([a, b]), fmt)
-                    report.written.append(paths[i])
-                    bar.update(1)
+                yield chunk, io.to_uint8_async(natural), io.to_uint8_async(stylized)
+
+    with tqdm(total=sum(map(len, chunks)), desc="pairs", unit="img", disable=not progress) as bar, \
+            _BackgroundWriter(writer_threads(model.device)) as writer:
+        for chunk, natural, stylized in one_ahead(batches()):
+            for i, a, b in zip(chunk, natural(), stylized()):
+                writer.submit(io.write_image, paths[i], io.hstack([a, b]), fmt)
+                report.written.append(paths[i])
+                bar.update(1)
     return report
 
 
@@ -388,31 +409,36 @@ def run_transfer(model: BlendGAN, input_dir: str | Path, style_dir: str | Path, 
     def style_panel(path: Path) -> np.ndarray:
         return io.resize(io.read_image(path), model.size)
 
-    face_state: dict = {}
-    total = sum(1 for _, outs in units for s, _ in outs if s in z_embed)
-    with tqdm(total=total, desc="transfer", unit="img", disable=not progress) as bar, \
-            _BackgroundWriter(writer_threads(model.device)) as writer:
+    def batches():
+        """Per work unit: its outputs, the face panel and the started host copy of the images."""
+        face: dict = {}
         for f, outs in units:
             outs = [(s, p) for s, p in outs if s in z_embed]
-            if face_state.get("path") != f:  # units of one face are consecutive: encode it once
-                face_state = {"path": f}
+            if face.get("path") != f:  # units of one face are consecutive: encode it once
+                face = {"path": f}
                 try:
-                    face, w_plus = encode(prepare.kind, f, model.encode_face)
-                    face_state.update(panel=io.resize(face, model.size), w_plus=w_plus)
+                    image, w_plus = encode(prepare.kind, f, model.encode_face)
+                    face.update(panel=io.resize(image, model.size), w_plus=w_plus)
                 except io.ImageError as exc:
                     _fail(report, f, exc)
-            if "w_plus" not in face_state:
+            if "w_plus" not in face:
                 bar.update(len(outs))
                 continue
             if not outs:
                 continue
             codes = torch.cat([z_embed[s] for s, _ in outs])
-            for _, images in transfer_batches(model, face_state["w_plus"].expand(len(outs), -1, -1), codes,
+            for _, images in transfer_batches(model, face["w_plus"].expand(len(outs), -1, -1), codes,
                                               add_weight_index=add_weight_index, batch_size=len(outs)):
-                for (s, p), out in zip(outs, io.to_uint8(images)):
-                    writer.submit(io.write_image, p, io.hstack([face_state["panel"], style_panel(s), out]), fmt)
-                    report.written.append(p)
-                    bar.update(1)
+                yield outs, face["panel"], io.to_uint8_async(images)
+
+    total = sum(1 for _, outs in units for s, _ in outs if s in z_embed)
+    with tqdm(total=total, desc="transfer", unit="img", disable=not progress) as bar, \
+            _BackgroundWriter(writer_threads(model.device)) as writer:
+        for outs, panel, images in one_ahead(batches()):
+            for (s, p), out in zip(outs, images()):
+                writer.submit(io.write_image, p, io.hstack([panel, style_panel(s), out]), fmt)
+                report.written.append(p)
+                bar.update(1)
     return report
 
 
@@ -480,9 +506,11 @@ def run_video(model: BlendGAN, input_dir: str | Path, style_dir: str | Path, out
             """Batches of RGB frames [B, H, W, 3]: every transition, then the last frame held."""
             last = None
             for k in range(len(panels) - 1):
-                for sl, images in interpolation_frames(model, w_plus, codes[k], codes[k + 1], alphas,
-                                                       add_weight_index=add_weight_index, batch_size=batch_size):
-                    outs = io.to_uint8(images)
+                batches = ((sl, io.to_uint8_async(images)) for sl, images in
+                           interpolation_frames(model, w_plus, codes[k], codes[k + 1], alphas,
+                                                add_weight_index=add_weight_index, batch_size=batch_size))
+                for sl, images in one_ahead(batches):
+                    outs = images()
                     if layout == "triptych":
                         outs = np.stack([io.hstack([face, slide_window(panels[k], panels[k + 1], a), img])
                                          for a, img in zip(alphas[sl], outs)])

@@ -55,7 +55,7 @@ for s in $steps; do
         step 60 "environment" bash -c "nvidia-smi; $py -c 'import torch; print(torch.__version__, torch.version.cuda, torch.cuda.get_device_name())'; nvcc --version | tail -2; nproc"
         ;;
     tests)
-        step 420 "CUDA tests" "$py" -m pytest -q -rs -s -p no:cacheprovider tests/test_ops_cuda.py tests/test_parity.py
+        step 420 "CUDA tests" "$py" -m pytest -q -rs -s -p no:cacheprovider tests/test_ops_cuda.py tests/test_parity.py tests/test_io.py
         ;;
     ops)
         step 120 "op benchmark fp32" "$py" scripts/benchmark_ops.py --json-out "$out/bench.jsonl"

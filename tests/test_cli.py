@@ -107,6 +107,7 @@ def test_info_without_weights(tmp_path, capsys):
     assert main(["info", "--weights-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "not found" in out and "blendgan download" in out
+    assert "Winograd F(4x4, 3x3)" in out
 
 
 def test_help_of_every_command():

@@ -213,6 +213,19 @@ def test_to_uint8_does_not_modify_input():
     assert torch.equal(x, before)
 
 
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="no CUDA device"))])
+def test_to_uint8_async_gives_what_to_uint8_gives(device):
+    """The started conversion, fetched later, is the same array; on CUDA the host copy is
+    pinned and the later GPU work queued before the fetch does not change it."""
+    x = torch.randn(3, 3, 8, 5, generator=torch.Generator().manual_seed(4)).to(device)
+    want = io.to_uint8(x.cpu())
+    fetch = io.to_uint8_async(x)
+    x.mul_(-1)                                   # later work on the same stream
+    got = fetch()
+    assert got.dtype == np.uint8 and np.array_equal(got, want)
+
+
 def test_uint8_round_trip_within_one_level():
     """image -> tensor -> image follows the official float32 ten2cv (clamp, then truncate):
     every value comes back as itself or one level lower, never higher."""

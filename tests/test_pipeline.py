@@ -170,3 +170,19 @@ def test_background_writer_threads(tmp_path, monkeypatch):
             writer.submit(io.write_image, tmp_path / f"{i}.png", img)
     for i, img in enumerate(images):  # every file written, each with its own content
         assert np.array_equal(io.read_image(tmp_path / f"{i}.png"), img)
+
+
+def test_one_ahead_makes_the_next_item_before_yielding():
+    made = []
+
+    def items():
+        for i in range(4):
+            made.append(i)
+            yield i
+
+    seen = []
+    for item in P.one_ahead(items()):
+        seen.append((item, list(made)))
+    # item k is handed out once item k+1 exists (the last one when the source is exhausted)
+    assert seen == [(0, [0, 1]), (1, [0, 1, 2]), (2, [0, 1, 2, 3]), (3, [0, 1, 2, 3])]
+    assert list(P.one_ahead(iter([]))) == []
