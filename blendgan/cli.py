@@ -58,7 +58,8 @@ def add_runtime_flags(p: argparse.ArgumentParser, snake: bool = False) -> None:
     p.add_argument("--overwrite", action="store_true", help="redo outputs that already exist")
     p.add_argument("--quiet", action="store_true", help="no progress bars or info messages")
     p.add_argument("--compile", action="store_true",
-                   help="torch.compile the generator: faster on long jobs after a one-off compile")
+                   help="torch.compile the generator: on GPUs faster on long jobs after a one-off compile; "
+                        "on CPUs the default (Winograd) path is faster in float32")
     p.add_argument("--precision", choices=tuple(PRECISIONS), default="fp32",
                    help="compute precision; fp32 (strict, also on GPUs) reproduces the official outputs, "
                         "tf32 lets GPU convolutions use TF32 tensor cores (~1e-3 off), bf16 is much faster "

@@ -41,8 +41,8 @@ class WinogradConv2d(nn.Conv2d):
     :data:`WINOGRAD_MIN_CHANNELS` input channels and maps from :data:`WINOGRAD_MIN_SIZE_PLAIN`
     up: 1.3-2.4x faster than oneDNN's direct convolution there on a 2-core AVX2 CPU
     (0.7-1.1x below 128 channels), while the transformed weights (4x the conv weights) are
-    kept only where they save the most time per byte.  Everything else, training included,
-    is ``nn.Conv2d``'s own forward."""
+    kept only where they save the most time per byte.  Everything else, training and
+    ``torch.compile`` included, is ``nn.Conv2d``'s own forward."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -52,7 +52,7 @@ class WinogradConv2d(nn.Conv2d):
         return (self.kernel_size == (3, 3) and self.stride == (1, 1) and self.padding == (1, 1)
                 and self.dilation == (1, 1) and self.groups == 1 and self.padding_mode == "zeros"
                 and self.in_channels >= WINOGRAD_MIN_CHANNELS and min(x.shape[-2:]) >= WINOGRAD_MIN_SIZE_PLAIN
-                and not torch.is_grad_enabled() and winograd.supports(x))
+                and not torch.is_grad_enabled() and winograd.supports(x) and not torch.compiler.is_compiling())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.uses_winograd(x):
@@ -293,9 +293,11 @@ class StyledConv(nn.Module):
         for the 128-512-channel layers, 1.1-1.2x for the 32-64-channel ones; upsampling layers
         with more than 256 input channels stay direct (oneDNN's transposed convolution is
         efficient there).  A fixed rule, not a timing, so every process takes the same path
-        and writes the same bytes."""
+        and writes the same bytes.  ``torch.compile`` traces the direct path (its loops over
+        bands would unroll into every compiled graph)."""
         conv = self.conv
-        if conv.kernel_size != 3 or min(x.shape[-2:]) < WINOGRAD_MIN_SIZE or not winograd.supports(x):
+        if conv.kernel_size != 3 or min(x.shape[-2:]) < WINOGRAD_MIN_SIZE or not winograd.supports(x) \
+                or torch.compiler.is_compiling():
             return False
         if conv.upsample:
             return tuple(conv.blur.kernel.shape) == (4, 4) and conv.blur.pad == (1, 1) and conv.in_channel <= 256

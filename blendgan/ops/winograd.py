@@ -110,6 +110,7 @@ def supports(x: torch.Tensor) -> bool:
             and x.shape[2] % TILE == 0 and x.shape[3] % TILE == 0)
 
 
+@torch.compiler.disable  # eager by design: a traced copy would unroll every band of every shape
 def conv3x3(x: torch.Tensor, weight_t: torch.Tensor, in_scale: torch.Tensor | None = None,
             out_scale: torch.Tensor | None = None, offset: torch.Tensor | None = None,
             lrelu: bool = False, up: int = 1) -> torch.Tensor:
