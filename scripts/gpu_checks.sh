@@ -6,7 +6,8 @@
 # GOLDEN_DIR defaults to ../shared/golden (the parity data; make_checkpoint.py comes from it).
 # STEPS (default "env tests ops bench256 bench1024 fast1024 train") picks the parts:
 #   env    the machine, the driver, torch and nvcc versions
-#   tests  tests/test_ops_cuda.py + tests/test_parity.py (kernels vs reference, CUDA parity)
+#   tests  tests/test_ops_cuda.py + tests/test_parity.py + tests/test_io.py (kernels vs reference,
+#          CUDA parity, the asynchronous host copy of the jobs)
 #   ops    scripts/benchmark_ops.py, fp32 and fp16 (our kernels vs the reference path)
 #   bench256   scripts/benchmark.py at 256 px, fp32, with the official-loop rows
 #   bench1024  the same at 1024 px
