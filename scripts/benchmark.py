@@ -186,9 +186,14 @@ def main():
     for r in rows:
         print(f"{r['workload']:36s} {r['images_per_s']:9.3f} {r['ms_per_image']:9.1f} {r['gflop_per_s']:9.1f} "
               f"{100 * r['fraction_of_peak']:7.1f}%")
+    emit_json(meta, rows, a.json_out)
+
+
+def emit_json(meta: dict, rows: list, path=None) -> None:
+    """Print one JSON line of ``meta`` and ``rows``; append it to ``path`` too when given."""
     line = json.dumps({**meta, "rows": rows})
-    if a.json_out:
-        with open(a.json_out, "a") as f:
+    if path:
+        with open(path, "a") as f:
             f.write(line + "\n")
     print(line)
 

@@ -12,7 +12,6 @@ and one JSON line (``--json-out`` appends it to a file).
     python scripts/benchmark_winograd.py --size 1024 --batch 2 --min-res 64
 """
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -24,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from blendgan.models.generator import channel_table  # noqa: E402
 from blendgan.models.layers import StyledConv  # noqa: E402
-from benchmark import device_name  # noqa: E402  (scripts/benchmark.py)
+from benchmark import device_name, emit_json  # noqa: E402  (scripts/benchmark.py)
 
 
 def layer_shapes(size, min_res):
@@ -80,11 +79,7 @@ def main(argv=None):
     for r in rows:
         print(f"{r['layer']:16s} {r['in']:4d} {r['out']:4d} {r['winograd_ms']:12.1f} {r['direct_ms']:10.1f} "
               f"{r['speedup']:7.2f}x  {r['rule']}")
-    line = json.dumps({**meta, "rows": rows})
-    if a.json_out:
-        with open(a.json_out, "a") as f:
-            f.write(line + "\n")
-    print(line)
+    emit_json(meta, rows, a.json_out)
 
 
 if __name__ == "__main__":
