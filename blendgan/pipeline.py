@@ -200,13 +200,19 @@ def one_ahead(items: Iterable[T]) -> Iterator[T]:
     The jobs make batches on the device and hand them to the host as
     :func:`blendgan.io.to_uint8_async` results: taking one batch ahead queues the GPU work of
     batch k+1 before the host waits for batch k, so the GPU computes while the host encodes
-    and writes images.  On a CPU this changes nothing but the order of the two steps."""
+    and writes images."""
     pending: deque = deque(maxlen=1)
     for item in items:
         if pending:
             yield pending.popleft()
         pending.append(item)
     yield from pending
+
+
+def _overlapped(items: Iterable[T], device: torch.device) -> Iterable[T]:
+    """:func:`one_ahead` on a GPU; on a CPU, where compute is synchronous and overlapping
+    gains nothing, the items as they come (each batch is written as soon as it is made)."""
+    return one_ahead(items) if device.type == "cuda" else items
 
 
 def make_generator(seed: int, device: torch.device | str) -> torch.Generator:
@@ -355,7 +361,7 @@ def run_pairs(model: BlendGAN, outdir: str | Path, pics: int = PAIRS_PICS, style
 
     with tqdm(total=sum(map(len, chunks)), desc="pairs", unit="img", disable=not progress) as bar, \
             _BackgroundWriter(writer_threads(model.device)) as writer:
-        for chunk, natural, stylized in one_ahead(batches()):
+        for chunk, natural, stylized in _overlapped(batches(), model.device):
             for i, a, b in zip(chunk, natural(), stylized()):
                 writer.submit(io.write_image, paths[i], io.hstack([a, b]), fmt)
                 report.written.append(paths[i])
@@ -434,7 +440,7 @@ def run_transfer(model: BlendGAN, input_dir: str | Path, style_dir: str | Path, 
     total = sum(1 for _, outs in units for s, _ in outs if s in z_embed)
     with tqdm(total=total, desc="transfer", unit="img", disable=not progress) as bar, \
             _BackgroundWriter(writer_threads(model.device)) as writer:
-        for outs, panel, images in one_ahead(batches()):
+        for outs, panel, images in _overlapped(batches(), model.device):
             for (s, p), out in zip(outs, images()):
                 writer.submit(io.write_image, p, io.hstack([panel, style_panel(s), out]), fmt)
                 report.written.append(p)
@@ -509,7 +515,7 @@ def run_video(model: BlendGAN, input_dir: str | Path, style_dir: str | Path, out
                 batches = ((sl, io.to_uint8_async(images)) for sl, images in
                            interpolation_frames(model, w_plus, codes[k], codes[k + 1], alphas,
                                                 add_weight_index=add_weight_index, batch_size=batch_size))
-                for sl, images in one_ahead(batches):
+                for sl, images in _overlapped(batches, model.device):
                     outs = images()
                     if layout == "triptych":
                         outs = np.stack([io.hstack([face, slide_window(panels[k], panels[k + 1], a), img])

@@ -186,3 +186,18 @@ def test_one_ahead_makes_the_next_item_before_yielding():
     # item k is handed out once item k+1 exists (the last one when the source is exhausted)
     assert seen == [(0, [0, 1]), (1, [0, 1, 2]), (2, [0, 1, 2, 3]), (3, [0, 1, 2, 3])]
     assert list(P.one_ahead(iter([]))) == []
+
+
+def test_jobs_overlap_batches_on_gpus_only():
+    made = []
+
+    def items():
+        for i in range(3):
+            made.append(i)
+            yield i
+
+    for device, made_before_first in (("cpu", [0]), ("cuda", [0, 1])):  # CPU: each batch written as made
+        made.clear()
+        batches = iter(P._overlapped(items(), torch.device(device)))
+        assert next(batches) == 0 and made == made_before_first
+        assert list(batches) == [1, 2]
