@@ -172,16 +172,17 @@ def test_background_writer_threads(tmp_path, monkeypatch):
         assert np.array_equal(io.read_image(tmp_path / f"{i}.png"), img)
 
 
+def _recorded(count: int, made: list):
+    """0 .. count-1, appending each to ``made`` as it is produced."""
+    for i in range(count):
+        made.append(i)
+        yield i
+
+
 def test_one_ahead_makes_the_next_item_before_yielding():
     made = []
-
-    def items():
-        for i in range(4):
-            made.append(i)
-            yield i
-
     seen = []
-    for item in P.one_ahead(items()):
+    for item in P.one_ahead(_recorded(4, made)):
         seen.append((item, list(made)))
     # item k is handed out once item k+1 exists (the last one when the source is exhausted)
     assert seen == [(0, [0, 1]), (1, [0, 1, 2]), (2, [0, 1, 2, 3]), (3, [0, 1, 2, 3])]
@@ -189,15 +190,8 @@ def test_one_ahead_makes_the_next_item_before_yielding():
 
 
 def test_jobs_overlap_batches_on_gpus_only():
-    made = []
-
-    def items():
-        for i in range(3):
-            made.append(i)
-            yield i
-
     for device, made_before_first in (("cpu", [0]), ("cuda", [0, 1])):  # CPU: each batch written as made
-        made.clear()
-        batches = iter(P._overlapped(items(), torch.device(device)))
+        made = []
+        batches = iter(P._overlapped(_recorded(3, made), torch.device(device)))
         assert next(batches) == 0 and made == made_before_first
         assert list(batches) == [1, 2]

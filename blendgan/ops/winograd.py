@@ -15,12 +15,11 @@ transforms use the interpolation points 0, ±1, ±2, which are exact in binary).
 """
 from __future__ import annotations
 
-import math
 from typing import Callable
 
 import torch
 
-SQRT2 = math.sqrt(2.0)
+from .bias_act import SQRT2
 
 # F(4x4, 3x3) with interpolation points 0, 1, -1, 2, -2 and infinity (Lavin & Gray, 2016).
 _BT = ((4, 0, -5, 0, 1, 0),
