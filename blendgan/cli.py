@@ -214,7 +214,7 @@ def cmd_info(a: argparse.Namespace) -> int:
     from .checkpoint import CheckpointError, summarize
     from .io import video_backend
     from .model import resolve_device
-    from .ops import backend_info
+    from .ops import backend_info, cpu_backend_info
     print(f"blendgan {__version__}  python {platform.python_version()}  torch {torch.__version__}  "
           f"torchvision {torchvision.__version__}  numpy {numpy.__version__}  opencv {cv2.__version__}")
     cuda = (f"CUDA {torch.version.cuda}, {torch.cuda.device_count()} device(s): "
@@ -223,7 +223,8 @@ def cmd_info(a: argparse.Namespace) -> int:
     print(f"device: {resolve_device('auto')}  ({cuda}); CPU threads {torch.get_num_threads()}")
     for name, state in backend_info(build_now=a.build_ops).items():
         print(f"op {name}: {state}")
-    print("3x3 convolutions in CPU float32 inference: Winograd F(4x4, 3x3) (blendgan.ops.winograd)")
+    print("3x3 convolutions in CPU float32 inference: Winograd F(4x4, 3x3) (blendgan.ops.winograd), "
+          f"transforms: {cpu_backend_info(build_now=a.build_ops)}")
     print(f"video writer: {video_backend()}")
     for path in (Path(a.weights_dir) / "blendgan.pt", Path(a.weights_dir) / "psp_encoder.pt"):
         if not path.exists():
@@ -311,7 +312,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("info", help="versions, device, op backends, checkpoints found")
     p.add_argument("--weights-dir", default=DEFAULT_WEIGHTS_DIR, help="where to look for checkpoints")
-    p.add_argument("--build-ops", action="store_true", help="build the CUDA ops now (when a GPU is present)")
+    p.add_argument("--build-ops", action="store_true",
+                   help="build the compiled ops now: the C++ Winograd transforms, and the CUDA ops when a GPU is present")
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("download", help="fetch and validate the official weights")

@@ -1,9 +1,10 @@
 #!/usr/bin/env python
-"""Time the generator's 3×3 layers in CPU inference: Winograd F(4×4, 3×3) against oneDNN's
-direct convolution, at every layer shape of a config-F generator.
+"""Time the generator's 3×3 layers in CPU inference: Winograd F(4×4, 3×3) with the C++
+transforms and with the PyTorch ones, against oneDNN's direct convolution, at every layer
+shape of a config-F generator.
 
 Each row is one ``StyledConv`` (modulated conv, noise, bias, leaky ReLU) on a batch of
-NHWC activations, timed both ways with the same weights; ``rule`` says which path the
+NHWC activations, timed the three ways with the same weights; ``rule`` says which path the
 generator takes for that shape (``StyledConv.uses_winograd``), so the table shows whether the
 rule picks the faster path on this machine.  Prints a table naming the CPU and thread count
 and one JSON line (``--json-out`` appends it to a file).
@@ -16,6 +17,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from unittest import mock
 
 import torch
 
@@ -23,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from blendgan.models.generator import channel_table  # noqa: E402
 from blendgan.models.layers import StyledConv  # noqa: E402
+from blendgan.ops import _build  # noqa: E402
 from benchmark import device_name, emit_json  # noqa: E402  (scripts/benchmark.py)
 
 
@@ -67,18 +70,26 @@ def main(argv=None):
         rule = layer.uses_winograd(x)
         times = {}
         with torch.inference_mode():
-            for path in ("winograd", "direct"):
-                layer.uses_winograd = (lambda _x: True) if path == "winograd" else (lambda _x: False)
-                times[path] = median_seconds(lambda: layer(x, style, noise), a.reps)
+            for path in ("winograd", "winograd_pytorch", "direct"):
+                layer.uses_winograd = (lambda _x: path != "direct")
+                # the PyTorch transforms: as if the C++ extension were unavailable
+                with mock.patch.object(_build, "use_native_cpu", lambda name: False) if path == "winograd_pytorch" \
+                        else mock.patch.object(_build, "_lock", _build._lock):
+                    times[path] = median_seconds(lambda: layer(x, style, noise), a.reps)
         rows.append({"layer": label, "in": cin, "out": cout, "input": [a.batch, cin, res, res],
-                     "winograd_ms": round(1000 * times["winograd"], 2), "direct_ms": round(1000 * times["direct"], 2),
+                     "winograd_ms": round(1000 * times["winograd"], 2),
+                     "winograd_pytorch_ms": round(1000 * times["winograd_pytorch"], 2),
+                     "direct_ms": round(1000 * times["direct"], 2),
                      "speedup": round(times["direct"] / times["winograd"], 2), "rule": "winograd" if rule else "direct"})
-    meta = {"device": device_name(torch.device("cpu")), "torch": torch.__version__, "size": a.size, "batch": a.batch}
+    meta = {"device": device_name(torch.device("cpu")), "torch": torch.__version__, "size": a.size, "batch": a.batch,
+            "transforms": _build.cpu_backend_info()}
     print(f"{meta['device']}   torch {meta['torch']}   generator {a.size}px   batch {a.batch}")
-    print(f"{'layer':16s} {'in':>4s} {'out':>4s} {'winograd ms':>12s} {'direct ms':>10s} {'speedup':>8s}  rule")
+    print(f"Winograd transforms: {meta['transforms']}")
+    print(f"{'layer':16s} {'in':>4s} {'out':>4s} {'winograd ms':>12s} {'(PyTorch tr.)':>13s} {'direct ms':>10s} "
+          f"{'speedup':>8s}  rule")
     for r in rows:
-        print(f"{r['layer']:16s} {r['in']:4d} {r['out']:4d} {r['winograd_ms']:12.1f} {r['direct_ms']:10.1f} "
-              f"{r['speedup']:7.2f}x  {r['rule']}")
+        print(f"{r['layer']:16s} {r['in']:4d} {r['out']:4d} {r['winograd_ms']:12.1f} {r['winograd_pytorch_ms']:13.1f} "
+              f"{r['direct_ms']:10.1f} {r['speedup']:7.2f}x  {r['rule']}")
     emit_json(meta, rows, a.json_out)
 
 

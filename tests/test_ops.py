@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -354,66 +355,138 @@ def _blur_kernel() -> torch.Tensor:
     return torch.outer(k, k) / 64 * 4  # StyleGAN2's upsampling blur (normalised, times factor^2)
 
 
-def _stylegan_epilogue(y, out_scale, offset):
-    return F.leaky_relu(y * out_scale[:, :, None, None] + offset, 0.2) * math.sqrt(2)
+def _stylegan_epilogue(y, out_scale, noise, bias):
+    return F.leaky_relu(y * out_scale[:, :, None, None] + noise + bias[:, None, None], 0.2) * math.sqrt(2)
 
 
-@pytest.mark.parametrize("n,cin,cout,h,w", [(1, 3, 5, 4, 4), (2, 8, 6, 12, 20), (3, 16, 16, 8, 28)])
-def test_winograd_conv3x3_matches_conv2d(n, cin, cout, h, w):
-    """'same' 3x3 correlation, scales, offset and activation against float64 conv2d."""
+def _native_conv3x3():
+    """conv3x3 through the C++ extension (built here on first use), in inference."""
+    if shutil.which(os.environ.get("CXX", "c++")) is None:
+        pytest.skip("no C++ compiler: the C++ Winograd transforms cannot be built")
+    module = _build.get_module("winograd")
+    assert module is not None, f"the C++ Winograd extension did not build: {_build._failures.get('winograd')}"
+
+    def run(*args, **kwargs):
+        with torch.no_grad():
+            return winograd.conv3x3(*args, **kwargs)
+    return run
+
+
+@pytest.fixture(params=["ref", "native"])
+def conv3x3(request, monkeypatch):
+    """Both implementations of :func:`winograd.conv3x3`: PyTorch ops, and the C++ transforms."""
+    monkeypatch.delenv("BLENDGAN_OPS", raising=False)
+    return winograd.conv3x3_ref if request.param == "ref" else _native_conv3x3()
+
+
+@pytest.mark.parametrize("n,cin,cout,h,w", [(1, 3, 5, 4, 4), (2, 8, 6, 12, 20), (3, 16, 16, 8, 28),
+                                            (2, 70, 66, 8, 8)])
+def test_winograd_conv3x3_matches_conv2d(conv3x3, n, cin, cout, h, w):
+    """'same' 3x3 correlation, scales, noise, bias and activation against float64 conv2d
+    (70 and 66 channels: a full and a partial block of the C++ loops)."""
     gen = torch.Generator().manual_seed(n * 100 + h)
     x = torch.randn(n, cin, h, w, generator=gen)
     weight = torch.randn(cout, cin, 3, 3, generator=gen)
     s = torch.rand(n, cin, generator=gen) + 0.5
     d = torch.rand(n, cout, generator=gen) + 0.5
-    offset = torch.randn(1, cout, h, w, generator=gen)
-    y = winograd.conv3x3(x, winograd.transform_weight(weight), s, d, offset, lrelu=True)
+    noise = torch.randn(1, 1, h, w, generator=gen)
+    bias = torch.randn(cout, generator=gen)
+    y = conv3x3(x, winograd.transform_weight(weight), s, d, bias, noise, lrelu=True)
     want = _stylegan_epilogue(F.conv2d(x.double() * s.double()[:, :, None, None], weight.double(), padding=1),
-                              d.double(), offset.double())
+                              d.double(), noise.double(), bias.double())
     assert y.shape == (n, cout, h, w) and y.is_contiguous(memory_format=torch.channels_last)
     assert ((y.double() - want).norm() / want.norm()).item() < 1e-5
-    plain = winograd.conv3x3(x, winograd.transform_weight(weight))
+    plain = conv3x3(x, winograd.transform_weight(weight))
     want_plain = F.conv2d(x.double(), weight.double(), padding=1)
     assert ((plain.double() - want_plain).norm() / want_plain.norm()).item() < 1e-5
+    biased = conv3x3(x.contiguous(memory_format=torch.channels_last), winograd.transform_weight(weight), bias=bias)
+    want_biased = want_plain + bias.double()[:, None, None]
+    assert ((biased.double() - want_biased).norm() / want_biased.norm()).item() < 1e-5
 
 
-@pytest.mark.parametrize("n,cin,cout,h,w", [(1, 4, 3, 4, 4), (2, 6, 5, 8, 12)])
-def test_winograd_upsampling_matches_blurred_transposed_conv(n, cin, cout, h, w):
+@pytest.mark.parametrize("n,cin,cout,h,w", [(1, 4, 3, 4, 4), (2, 6, 5, 8, 12), (2, 65, 3, 4, 8)])
+def test_winograd_upsampling_matches_blurred_transposed_conv(conv3x3, n, cin, cout, h, w):
     """The four output phases with the blur folded in equal StyleGAN2's upsampling conv:
-    conv_transpose2d (stride 2), then the [1, 3, 3, 1] blur with padding (1, 1)."""
+    conv_transpose2d (stride 2), then the [1, 3, 3, 1] blur with padding (1, 1); noise per
+    sample."""
     gen = torch.Generator().manual_seed(7 + h)
     x = torch.randn(n, cin, h, w, generator=gen)
     weight = torch.randn(cout, cin, 3, 3, generator=gen)
     d = torch.rand(n, cout, generator=gen) + 0.5
-    offset = torch.randn(n, cout, 2 * h, 2 * w, generator=gen)
+    noise = torch.randn(n, 1, 2 * h, 2 * w, generator=gen)
+    bias = torch.randn(cout, generator=gen)
     wt = winograd.transform_weight_up(weight, _blur_kernel())
     assert wt.shape == (36, cin, 4 * cout)
-    y = winograd.conv3x3(x, wt, None, d, offset, lrelu=True, up=2)
+    y = conv3x3(x, wt, None, d, bias, noise, lrelu=True, up=2)
     blurred = slow_upfirdn2d(F.conv_transpose2d(x.double(), weight.double().transpose(0, 1), stride=2).numpy(),
                              _blur_kernel().double().numpy(), 1, 1, 1, 1, 1, 1, 1, 1)
-    want = _stylegan_epilogue(torch.from_numpy(blurred), d.double(), offset.double())
+    want = _stylegan_epilogue(torch.from_numpy(blurred), d.double(), noise.double(), bias.double())
     assert y.shape == (n, cout, 2 * h, 2 * w)
     assert ((y.double() - want).norm() / want.norm()).item() < 1e-5
 
 
 @pytest.mark.parametrize("up", [1, 2])
-def test_winograd_bands_cover_the_image(monkeypatch, up):
+def test_winograd_bands_cover_the_image(conv3x3, monkeypatch, up):
     """Small bands (a last band shorter than the others, image borders inside bands) give the
     same result as one band."""
     gen = torch.Generator().manual_seed(3)
     x = torch.randn(2, 4, 20, 8, generator=gen)
     weight = torch.randn(3, 4, 3, 3, generator=gen)
+    noise = torch.randn(2, 1, 20 * up, 8 * up, generator=gen)
     wt = winograd.transform_weight_up(weight, _blur_kernel()) if up == 2 else winograd.transform_weight(weight)
-    whole = winograd.conv3x3(x, wt, up=up)
+    whole = conv3x3(x, wt, noise=noise, up=up)
     monkeypatch.setattr(winograd, "MIN_BAND_TILES", 1)
     monkeypatch.setattr(winograd, "BAND_BYTES", 1)   # one tile row per band
-    banded = winograd.conv3x3(x, wt, up=up)
+    banded = conv3x3(x, wt, noise=noise, up=up)
     monkeypatch.setattr(winograd, "MIN_BAND_TILES", 2 * 2 * 2)  # 2 rows of 2x2 tiles: 5 rows -> 2, 2, 1
-    uneven = winograd.conv3x3(x, wt, up=up)
+    uneven = conv3x3(x, wt, noise=noise, up=up)
     # rounding may differ with the product sizes; a misplaced or missing row would be O(1)
     for other in (banded, uneven):
         assert other.shape == whole.shape
         assert ((other - whole).abs().max() / whole.abs().max()).item() < 1e-5
+
+
+def test_winograd_native_and_ref_agree_and_refuse_autograd(monkeypatch):
+    """The C++ transforms and the PyTorch ones compute the same layer (a StyleGAN2-sized
+    block count); an input that requires grad is refused, not silently cut from the graph."""
+    native = _native_conv3x3()
+    monkeypatch.delenv("BLENDGAN_OPS", raising=False)
+    gen = torch.Generator().manual_seed(11)
+    x = torch.randn(2, 128, 16, 16, generator=gen)
+    wt = winograd.transform_weight(torch.randn(64, 128, 3, 3, generator=gen) / 34)
+    s, d = torch.rand(2, 128, generator=gen) + 0.5, torch.rand(2, 64, generator=gen) + 0.5
+    args = (x, wt, s, d, torch.randn(64, generator=gen), torch.randn(1, 1, 16, 16, generator=gen))
+    a, b = native(*args, lrelu=True), winograd.conv3x3_ref(*args, lrelu=True)
+    assert ((a - b).norm() / b.norm()).item() < 2e-6
+    with pytest.raises(RuntimeError, match="for inference"):
+        winograd.conv3x3(x.clone().requires_grad_(), *args[1:], lrelu=True)
+    assert torch.equal(winograd.conv3x3(*args, lrelu=True), a)   # no grad needed: the C++ path
+
+
+def test_winograd_falls_back_when_the_extension_cannot_build(monkeypatch):
+    """A failed C++ build warns once with the reason and every call still computes, on the
+    PyTorch path; BLENDGAN_OPS=ref never tries to build."""
+    monkeypatch.setattr(_build, "_modules", {})
+    monkeypatch.setattr(_build, "_failures", {})
+    calls = []
+
+    def broken(name, verbose=False):
+        calls.append(name)
+        raise RuntimeError("no compiler here")
+
+    monkeypatch.setattr(_build, "build", broken)
+    x, wt = torch.randn(1, 4, 8, 8), winograd.transform_weight(torch.randn(3, 4, 3, 3))
+    monkeypatch.setenv("BLENDGAN_OPS", "ref")
+    with torch.no_grad():
+        want = winograd.conv3x3(x, wt)
+    assert calls == [] and "BLENDGAN_OPS=ref" in _build.cpu_backend_info()
+    monkeypatch.delenv("BLENDGAN_OPS")
+    with torch.no_grad(), pytest.warns(RuntimeWarning, match="no compiler here"):
+        got = winograd.conv3x3(x, wt)
+    with torch.no_grad():
+        winograd.conv3x3(x, wt)
+    assert calls == ["winograd"] and torch.equal(got, want)
+    assert "build failed" in _build.cpu_backend_info() and "no compiler here" in _build.cpu_backend_info()
 
 
 def test_winograd_rejects_what_it_cannot_do():
@@ -427,5 +500,7 @@ def test_winograd_rejects_what_it_cannot_do():
         winograd.conv3x3(torch.randn(1, 4, 8, 8), wt)
     with pytest.raises(ValueError, match="up must be"):
         winograd.conv3x3(torch.randn(1, 3, 8, 8), wt, up=3)
+    with pytest.raises(ValueError, match=r"noise must be \[2 or 1, 1, 8, 8\]"):
+        winograd.conv3x3(torch.randn(2, 3, 8, 8), wt, noise=torch.randn(2, 2, 8, 8))
     with pytest.raises(ValueError, match=r"\[C_out, C_in, 3, 3\]"):
         winograd.transform_weight(torch.randn(2, 3, 5, 5))

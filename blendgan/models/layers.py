@@ -57,8 +57,7 @@ class WinogradConv2d(nn.Conv2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.uses_winograd(x):
             return super().forward(x)
-        offset = None if self.bias is None else self.bias.view(1, -1, 1, 1)
-        return winograd.conv3x3(x, self._winograd.get(self.weight), offset=offset)
+        return winograd.conv3x3(x, self._winograd.get(self.weight), bias=self.bias)
 
 
 class PixelNorm(nn.Module):
@@ -274,14 +273,14 @@ class StyledConv(nn.Module):
     def forward(self, x: torch.Tensor, style: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         if x.is_cuda or torch.is_grad_enabled() or not self.conv.demodulate:
             return self.activate(self.noise(self.conv(x, style), noise))
-        # CPU inference: lrelu(conv·d + w·noise + b)·√2 with (w·noise + b) computed once for
-        # the batch, in three memory passes instead of six, or fused into the Winograd bands
+        # CPU inference: lrelu(conv·d + w·noise + b)·√2, fused into the Winograd bands, or
+        # with (w·noise + b) computed once for the batch, in three memory passes instead of six
         s = self.conv.modulation(style)
-        offset = self.noise.weight * noise + self.activate.bias.view(1, -1, 1, 1)
         if self.uses_winograd(x):
             return winograd.conv3x3(x, self.conv.winograd_weight(), s, self.conv.demodulation(s).flatten(1),
-                                    offset.contiguous(memory_format=torch.channels_last), lrelu=True,
+                                    self.activate.bias, self.noise.weight * noise, lrelu=True,
                                     up=2 if self.conv.upsample else 1)
+        offset = self.noise.weight * noise + self.activate.bias.view(1, -1, 1, 1)
         out, demod = self.conv.forward_parts(x, s)
         out = torch.addcmul(offset.contiguous(memory_format=_format_of(out)), out, demod)
         return F.leaky_relu_(out, 0.2).mul_(SQRT2)

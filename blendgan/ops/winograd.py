@@ -12,6 +12,11 @@ CPU's caches, and the StyleGAN2 epilogue (demodulation, noise + bias, leaky ReLU
 applied to each band while it is hot.  In exact arithmetic the result equals
 :func:`torch.nn.functional.conv2d`; in float32 the relative error is a few 1e-6 (the
 transforms use the interpolation points 0, ±1, ±2, which are exact in binary).
+
+:func:`conv3x3` runs the transforms in our C++ extension (``op/winograd_cpu.cpp``, built on
+first use by :mod:`blendgan.ops._build`: one vectorised pass per stage instead of several
+PyTorch memory passes, 1.4-1.8x faster per layer) and falls back to :func:`conv3x3_ref`, the
+same computation in PyTorch ops, where it cannot be built or ``BLENDGAN_OPS=ref``.
 """
 from __future__ import annotations
 
@@ -19,6 +24,7 @@ from typing import Callable
 
 import torch
 
+from . import _build
 from .bias_act import SQRT2
 
 # F(4x4, 3x3) with interpolation points 0, 1, -1, 2, -2 and infinity (Lavin & Gray, 2016).
@@ -112,20 +118,8 @@ def supports(x: torch.Tensor) -> bool:
             and x.shape[2] % TILE == 0 and x.shape[3] % TILE == 0)
 
 
-@torch.compiler.disable  # eager by design: a traced copy would unroll every band of every shape
-def conv3x3(x: torch.Tensor, weight_t: torch.Tensor, in_scale: torch.Tensor | None = None,
-            out_scale: torch.Tensor | None = None, offset: torch.Tensor | None = None,
-            lrelu: bool = False, up: int = 1) -> torch.Tensor:
-    """``act(conv(x · in_scale) · out_scale + offset)`` by F(4×4, 3×3), where ``conv`` is a
-    'same' 3×3 correlation (``weight_t`` from :func:`transform_weight`, ``up=1``) or StyleGAN2's
-    blurred 2× upsampling convolution (from :func:`transform_weight_up`, ``up=2``).
-
-    ``x`` [N, C_in, H, W] (float32, CPU, H and W multiples of 4; any memory format);
-    ``weight_t`` [36, C_in, up²·C_out]; ``in_scale`` [N, C_in] and ``out_scale`` [N, C_out]
-    per-sample channel scales (StyleGAN2's modulation and demodulation); ``offset``
-    broadcastable to the output (noise + bias); ``lrelu`` applies ``leaky_relu(·, 0.2)·√2``.
-    Returns [N, C_out, up·H, up·W] in channels_last.
-    """
+def _check(x: torch.Tensor, weight_t: torch.Tensor, noise: torch.Tensor | None, up: int) -> tuple[int, int]:
+    """Validate the arguments of :func:`conv3x3`; returns (C_out, tile rows per band)."""
     if not supports(x):
         raise ValueError(f"conv3x3 needs a float32 CPU tensor [N, C, H, W] with H, W multiples of {TILE}, "
                          f"got {x.dtype} {tuple(x.shape)} on {x.device}")
@@ -134,7 +128,57 @@ def conv3x3(x: torch.Tensor, weight_t: torch.Tensor, in_scale: torch.Tensor | No
     n, cin, h, w = x.shape
     if weight_t.shape[:2] != (WINDOW * WINDOW, cin) or weight_t.shape[2] % (up * up):
         raise ValueError(f"weight_t must be [36, {cin}, {up * up}·C_out], got {tuple(weight_t.shape)}")
-    cout = weight_t.shape[2] // (up * up)
+    if noise is not None and (noise.ndim != 4 or noise.shape[0] not in (1, n) or noise.shape[1] != 1
+                              or noise.shape[2:] != (up * h, up * w)):
+        raise ValueError(f"noise must be [{n} or 1, 1, {up * h}, {up * w}], got {tuple(noise.shape)}")
+    # Bands of tile rows across the batch: enough tiles for an efficient product (the
+    # weights are read once per band), few enough for the stages to stay in cache.
+    tiles = max(MIN_BAND_TILES, BAND_BYTES // (WINDOW * WINDOW * 4 * max(cin, weight_t.shape[2])))
+    rows = max(1, min(h // TILE, -(-tiles // (n * (w // TILE)))))
+    return weight_t.shape[2] // (up * up), rows
+
+
+@torch.compiler.disable  # eager by design: a traced copy would unroll every band of every shape
+def conv3x3(x: torch.Tensor, weight_t: torch.Tensor, in_scale: torch.Tensor | None = None,
+            out_scale: torch.Tensor | None = None, bias: torch.Tensor | None = None,
+            noise: torch.Tensor | None = None, lrelu: bool = False, up: int = 1) -> torch.Tensor:
+    """``act(conv(x · in_scale) · out_scale + noise + bias)`` by F(4×4, 3×3), where ``conv`` is a
+    'same' 3×3 correlation (``weight_t`` from :func:`transform_weight`, ``up=1``) or StyleGAN2's
+    blurred 2× upsampling convolution (from :func:`transform_weight_up`, ``up=2``).
+
+    ``x`` [N, C_in, H, W] (float32, CPU, H and W multiples of 4; any memory format);
+    ``weight_t`` [36, C_in, up²·C_out]; ``in_scale`` [N, C_in] and ``out_scale`` [N, C_out]
+    per-sample channel scales (StyleGAN2's modulation and demodulation); ``bias`` [C_out];
+    ``noise`` [N or 1, 1, up·H, up·W] added to every channel; ``lrelu`` applies
+    ``leaky_relu(·, 0.2)·√2``.  Returns [N, C_out, up·H, up·W] in channels_last.
+
+    Inference only: no gradients flow through it (the models take their direct paths when
+    autograd records).
+    """
+    _, rows = _check(x, weight_t, noise, up)
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad
+                                       for t in (x, weight_t, in_scale, out_scale, bias, noise)):
+        raise RuntimeError("winograd.conv3x3 is for inference: call it under torch.no_grad() or "
+                           "torch.inference_mode()")
+    if not _build.use_native_cpu("winograd"):
+        return conv3x3_ref(x, weight_t, in_scale, out_scale, bias, noise, lrelu, up)
+    n = x.shape[0]
+    native = _build.get_module("winograd")
+    return native.conv3x3(
+        x.contiguous(memory_format=torch.channels_last), weight_t.float().contiguous(),
+        None if in_scale is None else in_scale.float().reshape(n, -1).contiguous(),
+        None if out_scale is None else out_scale.float().reshape(n, -1).contiguous(),
+        None if bias is None else bias.float().reshape(-1).contiguous(),
+        None if noise is None else noise.float().flatten(1, 2).contiguous(),
+        lrelu, up, rows)
+
+
+def conv3x3_ref(x: torch.Tensor, weight_t: torch.Tensor, in_scale: torch.Tensor | None = None,
+                out_scale: torch.Tensor | None = None, bias: torch.Tensor | None = None,
+                noise: torch.Tensor | None = None, lrelu: bool = False, up: int = 1) -> torch.Tensor:
+    """:func:`conv3x3` in PyTorch ops: the transforms as small matrix products."""
+    cout, rows = _check(x, weight_t, noise, up)
+    n, cin, h, w = x.shape
     th, tw = h // TILE, w // TILE
     wp = w + 2
     bt = torch.tensor(_BT, dtype=x.dtype)
@@ -142,14 +186,9 @@ def conv3x3(x: torch.Tensor, weight_t: torch.Tensor, in_scale: torch.Tensor | No
     xh = x.permute(0, 2, 3, 1)                                   # NHWC view [N, H, W, C_in]
     out = torch.empty(n, cout, up * h, up * w, dtype=x.dtype, memory_format=torch.channels_last)
     oh = out.permute(0, 2, 3, 1)                                 # NHWC view [N, up·H, up·W, C_out]
-    if offset is not None:
-        offset = offset.expand(n, cout, up * h, up * w).permute(0, 2, 3, 1)
+    noise_h = None if noise is None else noise.permute(0, 2, 3, 1)   # [N or 1, up·H, up·W, 1]
     s = None if in_scale is None else in_scale.reshape(n, 1, 1, cin)
     d = None if out_scale is None else out_scale.reshape(n, 1, 1, 1, 1, 1, 1, cout)
-    # Bands of tile rows across the batch: enough tiles for an efficient product (the
-    # weights are read once per band), few enough for the stages to stay in cache.
-    tiles = max(MIN_BAND_TILES, BAND_BYTES // (WINDOW * WINDOW * 4 * max(cin, weight_t.shape[2])))
-    rows = max(1, min(th, -(-tiles // (n * tw))))
     # zero-bordered input rows [N, 4·rows + 2, W + 2, C_in], reused for every band
     band = x.new_zeros(n, TILE * rows + 2, wp, cin)
     for r0 in range(0, th, rows):
@@ -178,15 +217,18 @@ def conv3x3(x: torch.Tensor, weight_t: torch.Tensor, in_scale: torch.Tensor | No
         m1 = at @ m.view(WINDOW, WINDOW, -1)                                            # [6, 4, ...]
         y = (at @ m1.view(WINDOW, -1)).view(TILE, TILE, n, r, tw, up, up, cout)
         y = y.permute(2, 3, 0, 5, 4, 1, 6, 7)                    # [N, r, 4, up, tw, 4, up, C_out]
-        # 5. epilogue into the band's output rows (still in cache)
+        # 5. epilogue into the band's output rows (still in cache): scale, noise + bias, act
         rows_out = slice(up * y0, up * (y0 + TILE * r))
         o = oh[:, rows_out].view(n, r, TILE, up, tw, TILE, up, cout)
         if d is None:
             o.copy_(y)
         else:
             torch.mul(y, d, out=o)
-        if offset is not None:
-            o.add_(offset[:, rows_out].reshape(n, r, TILE, up, tw, TILE, up, cout))
+        if noise_h is not None:
+            offset = noise_h[:, rows_out] if bias is None else noise_h[:, rows_out] + bias   # [N|1, rows, W', C|1]
+            o.add_(offset.reshape(offset.shape[0], r, TILE, up, tw, TILE, up, offset.shape[-1]))
+        elif bias is not None:
+            o.add_(bias)
         if lrelu:
             torch.nn.functional.leaky_relu_(o, 0.2).mul_(SQRT2)
     return out
