@@ -1,8 +1,8 @@
 // Winograd F(4x4, 3x3) convolution for float32 CPU inference: the input and output
 // transforms as vectorised loops over channels (NHWC), around ATen's batched GEMM.
 //
-// Same maths, banding and argument meanings as the PyTorch path `conv3x3` in
-// blendgan/ops/winograd.py (its docstring is the specification); this file replaces the
+// Same maths, banding and argument meanings as the PyTorch path `conv3x3_ref` in
+// blendgan/ops/winograd.py (`conv3x3`'s docstring is the specification); this file replaces the
 // memory passes of that path (stacking, 6x6 transform products, the strided epilogue) with
 // one pass per stage over a band that stays in cache.
 //
@@ -33,7 +33,6 @@ namespace {
 constexpr int64_t kTile = 4;     // outputs per tile side
 constexpr int64_t kWindow = 6;   // inputs per tile side
 constexpr int64_t kBlock = 64;   // channels per inner block (the 6x6 window stays in L1)
-constexpr int64_t kPad = 16;     // floats between component planes: one cache line
 constexpr float kSqrt2 = 1.41421356237309504880f;
 
 // Band geometry shared by the two transforms.
@@ -76,7 +75,8 @@ inline void at4(const float* const in[6], float* const out[4], int64_t nc) {
 }
 
 // V for tiles [t0, t1) of the band: the window around each tile (zero outside the image),
-// modulated by s [N, C] (or not, when s is null), transformed by Bᵀ along rows, then columns.
+// modulated by s [N, C] (or not, when s is null), transformed by Bᵀ along rows, then columns;
+// v holds the band's 36 component planes [tiles, C], `plane` floats apart.
 BLENDGAN_HOT void input_tiles(const float* __restrict x, const float* __restrict s,
                               float* __restrict v, int64_t plane, Band b, int64_t c_in, int64_t t0, int64_t t1) {
   alignas(64) float zeros[kBlock] = {};
@@ -129,7 +129,8 @@ struct Epilogue {
 };
 
 // Output pixels of tiles [t0, t1): Aᵀ M A per phase (columns, then rows), then scale,
-// offset and activation, written into out [N, Ho, Wo, Co] (NHWC).
+// offset and activation, written into out [N, Ho, Wo, Co] (NHWC); m holds the band's 36
+// component planes [tiles, up^2*Co], `plane` floats apart.
 BLENDGAN_HOT void output_tiles(const float* __restrict m, int64_t plane, float* __restrict out, Band b,
                                int64_t c_out, int64_t up, Epilogue e, int64_t t0, int64_t t1) {
   alignas(64) float m1[kWindow][kTile][kBlock];   // after the column transform: [a][q]
@@ -180,6 +181,11 @@ BLENDGAN_HOT void output_tiles(const float* __restrict m, int64_t plane, float* 
   }
 }
 
+// Tiles per parallel chunk for `channels` values per tile.
+int64_t grain(int64_t channels) {
+  return std::max<int64_t>(1, 4096 / channels);
+}
+
 const float* optional_data(const std::optional<at::Tensor>& t) {
   return t.has_value() ? t->data_ptr<float>() : nullptr;
 }
@@ -222,13 +228,10 @@ at::Tensor conv3x3(const at::Tensor& x, const at::Tensor& weight_t, const std::o
   const int64_t th = h / kTile, tw = w / kTile;
   const int64_t rows = std::max<int64_t>(1, std::min(band_rows, th));
   at::Tensor out = at::empty({n, c_out, ho, wo}, x.options().memory_format(at::MemoryFormat::ChannelsLast));
-  // transformed inputs and products of the largest band; shorter bands use a dense prefix
-  // The 36 component planes of a band lie a padded plane apart: at a power-of-two distance
-  // the 36 streams a tile touches would share cache sets and evict each other.
+  // transformed inputs and products of the largest band; a shorter last band uses a prefix
   const int64_t max_tiles = n * rows * tw;
-  const int64_t v_plane = max_tiles * c_in + kPad, m_plane = max_tiles * up * up * c_out + kPad;
-  at::Tensor v_all = at::empty({kWindow * kWindow * v_plane}, x.options());
-  at::Tensor m_all = at::empty({kWindow * kWindow * m_plane}, x.options());
+  at::Tensor v_all = at::empty({kWindow * kWindow * max_tiles * c_in}, x.options());
+  at::Tensor m_all = at::empty({kWindow * kWindow * max_tiles * up * up * c_out}, x.options());
   const Epilogue epi{optional_data(out_scale), optional_data(bias), optional_data(noise), noise_stride, lrelu};
   const float* xp = x.data_ptr<float>();
   const float* sp = optional_data(in_scale);
@@ -236,13 +239,17 @@ at::Tensor conv3x3(const at::Tensor& x, const at::Tensor& weight_t, const std::o
   for (int64_t r0 = 0; r0 < th; r0 += rows) {
     const Band band{n, h, w, tw, r0, std::min(rows, th - r0)};
     const int64_t tiles = band.tiles();
-    at::Tensor vb = v_all.as_strided({kWindow * kWindow, tiles, c_in}, {v_plane, c_in, 1});
-    at::Tensor mb = m_all.as_strided({kWindow * kWindow, tiles, up * up * c_out}, {m_plane, up * up * c_out, 1});
+    const int64_t v_plane = tiles * c_in, m_plane = tiles * up * up * c_out;   // floats per component
+    at::Tensor vb = v_all.narrow(0, 0, kWindow * kWindow * v_plane).view({kWindow * kWindow, tiles, c_in});
+    at::Tensor mb = m_all.narrow(0, 0, kWindow * kWindow * m_plane).view({kWindow * kWindow, tiles, up * up * c_out});
     float* vp = vb.data_ptr<float>();
-    at::parallel_for(0, tiles, 16, [&](int64_t t0, int64_t t1) { input_tiles(xp, sp, vp, v_plane, band, c_in, t0, t1); });
+    // chunks of at least ~4K channel values per thread, so that small maps still split
+    at::parallel_for(0, tiles, grain(c_in), [&](int64_t t0, int64_t t1) {
+      input_tiles(xp, sp, vp, v_plane, band, c_in, t0, t1);
+    });
     at::bmm_out(mb, vb, weight_t);
     const float* mp = mb.data_ptr<float>();
-    at::parallel_for(0, tiles, 16, [&](int64_t t0, int64_t t1) {
+    at::parallel_for(0, tiles, grain(up * up * c_out), [&](int64_t t0, int64_t t1) {
       output_tiles(mp, m_plane, op, band, c_out, up, epi, t0, t1);
     });
   }

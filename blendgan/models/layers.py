@@ -18,7 +18,7 @@ from ..ops import fused_leaky_relu, upfirdn2d, winograd
 BLUR_KERNEL = (1, 3, 3, 1)
 SQRT2 = math.sqrt(2.0)
 WINOGRAD_MIN_SIZE = 8  # smallest feature map for the Winograd path in CPU inference
-WINOGRAD_MIN_CHANNELS = 128  # plain (unmodulated) convolutions: fewest input channels
+WINOGRAD_MIN_CHANNELS = 64  # plain (unmodulated) convolutions: fewest input channels
 WINOGRAD_MIN_SIZE_PLAIN = 32  # ... and smallest map (below, the time saved is small for the memory the weights take)
 
 
@@ -39,10 +39,11 @@ class WinogradConv2d(nn.Conv2d):
     """``nn.Conv2d`` (same parameters and state-dict keys) whose CPU float32 inference takes
     the Winograd F(4x4, 3x3) path for 'same' 3x3 convolutions with stride 1, at least
     :data:`WINOGRAD_MIN_CHANNELS` input channels and maps from :data:`WINOGRAD_MIN_SIZE_PLAIN`
-    up: 1.3-2.4x faster than oneDNN's direct convolution there on a 2-core AVX2 CPU
-    (0.7-1.1x below 128 channels), while the transformed weights (4x the conv weights) are
-    kept only where they save the most time per byte.  Everything else, training and
-    ``torch.compile`` included, is ``nn.Conv2d``'s own forward."""
+    up: 1.4-2.5x faster than oneDNN's direct convolution there on a 2-core AVX2 CPU
+    (``scripts/benchmark_winograd.py --encoders``; 0.4x for the 3-channel input layers).
+    The 512-channel layers on 16x16 maps also gain ~2x but save little time for the memory
+    their transformed weights take (4x the conv weights, 38 MB each), so they stay direct.
+    Everything else, training and ``torch.compile`` included, is ``nn.Conv2d``'s own forward."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -288,10 +289,10 @@ class StyledConv(nn.Module):
     def uses_winograd(self, x: torch.Tensor) -> bool:
         """Whether CPU inference on ``x`` [N, in, H, W] takes the F(4x4, 3x3) path (float32,
         3x3 kernels, maps from 8x8 up).  Measured per layer shape on a 2-core AVX2 CPU
-        (``scripts/benchmark_winograd.py``): 1.5-2.6x faster than oneDNN's direct convolution
-        for the 128-512-channel layers, 1.1-1.2x for the 32-64-channel ones; upsampling layers
-        with more than 256 input channels stay direct (oneDNN's transposed convolution is
-        efficient there).  A fixed rule, not a timing, so every process takes the same path
+        (``scripts/benchmark_winograd.py``, C++ transforms): 1.4-3x faster than oneDNN's
+        direct convolution for the 128-512-channel layers, 1.6-2.4x for the 32-64-channel
+        ones; upsampling layers with more than 256 input channels stay direct (oneDNN's
+        transposed convolution is efficient there).  A fixed rule, not a timing, so every process takes the same path
         and writes the same bytes.  ``torch.compile`` traces the direct path (its loops over
         bands would unroll into every compiled graph)."""
         conv = self.conv
