@@ -292,9 +292,9 @@ class StyledConv(nn.Module):
         (``scripts/benchmark_winograd.py``, C++ transforms): 1.4-3x faster than oneDNN's
         direct convolution for the 128-512-channel layers, 1.6-2.4x for the 32-64-channel
         ones; upsampling layers with more than 256 input channels stay direct (oneDNN's
-        transposed convolution is efficient there).  A fixed rule, not a timing, so every process takes the same path
-        and writes the same bytes.  ``torch.compile`` traces the direct path (its loops over
-        bands would unroll into every compiled graph)."""
+        transposed convolution is efficient there).  A fixed rule, not a timing, so every
+        process takes the same path and writes the same bytes.  ``torch.compile`` traces the
+        direct path (its loops over bands would unroll into every compiled graph)."""
         conv = self.conv
         if conv.kernel_size != 3 or min(x.shape[-2:]) < WINOGRAD_MIN_SIZE or not winograd.supports(x) \
                 or torch.compiler.is_compiling():
