@@ -323,7 +323,7 @@ def _as_rgb_uint8(rgb: np.ndarray) -> np.ndarray:
 # -- files ----------------------------------------------------------------------------------------
 def output_names(stem: str, count: int, fmt: str) -> list[str]:
     """``{stem}.{fmt}``, ``{stem}_1.{fmt}``, ... for ``count`` faces (largest first)."""
-    return [f"{stem}.{fmt}"] + [f"{stem}_{i}.{fmt}" for i in range(1, count)]
+    return [io.fit_name(stem, f".{fmt}")] + [io.fit_name(f"{stem}_{i}", f".{fmt}") for i in range(1, count)]
 
 
 def align_path(input_path: str | os.PathLike, out_dir: str | os.PathLike, size: int = DEFAULT_SIZE,
@@ -348,15 +348,17 @@ def align_path(input_path: str | os.PathLike, out_dir: str | os.PathLike, size: 
     aligner = (aligner or FaceAligner()).load()
     out_dir.mkdir(parents=True, exist_ok=True)
     report = JobReport()
+    stems = io.output_stems(images)  # a.jpg and a.png -> a.jpg.png and a.png.png
     for path in tqdm(images, desc="align", unit="img", disable=not progress):
-        first = out_dir / f"{path.stem}.{fmt}"
+        stem = stems[path]
+        first = out_dir / output_names(stem, 1, fmt)[0]
         if first.resolve() == path.resolve():
             _fail(report, path, ValueError(f"{path}: output would overwrite the input; choose another OUT_DIR"))
             continue
         if first.exists() and not overwrite:
             report.skipped.append(first)
             k = 1
-            while (extra := out_dir / f"{path.stem}_{k}.{fmt}").exists():
+            while (extra := out_dir / output_names(stem, k + 1, fmt)[k]).exists():
                 report.skipped.append(extra)
                 k += 1
             continue
@@ -368,7 +370,7 @@ def align_path(input_path: str | os.PathLike, out_dir: str | os.PathLike, size: 
         except (io.ImageError, ValueError) as exc:
             _fail(report, path, exc)
             continue
-        outs = [out_dir / name for name in output_names(path.stem, len(crops), fmt)]
+        outs = [out_dir / name for name in output_names(stem, len(crops), fmt)]
         for out, crop in list(zip(outs, crops))[1:] + [(outs[0], crops[0])]:  # the main one last
             io.write_image(out, crop, fmt)
         report.written.extend(outs)

@@ -12,6 +12,7 @@ damaged file gives one line naming the file and what is wrong.
 """
 from __future__ import annotations
 
+import argparse
 import os
 import pickle
 import re
@@ -64,12 +65,15 @@ def load_file(path: str | os.PathLike) -> object:
     if path.is_dir():
         raise CheckpointError(f"{path}: is a directory, expected a checkpoint file")
     try:
-        try:
-            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError as exc:
-            if "mmap" not in str(exc):  # legacy (non-zip) files cannot be memory-mapped
-                raise
-            return torch.load(path, map_location="cpu", weights_only=True)
+        # training checkpoints of the official train.py keep their argparse options beside the
+        # weights; a Namespace only holds attributes, so it is allowed (nothing else is)
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            try:
+                return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            except RuntimeError as exc:
+                if "mmap" not in str(exc):  # legacy (non-zip) files cannot be memory-mapped
+                    raise
+                return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         found = re.search(r"GLOBAL ([\w.]+)", str(exc))
         if found:
@@ -82,9 +86,11 @@ def load_file(path: str | os.PathLike) -> object:
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (truncated or corrupt?): {first}") from None
 
 
-def _rename(sd: dict) -> dict:
+def _rename(sd: dict, path) -> dict:
     out = {}
     for key, value in sd.items():
+        if not isinstance(key, str):
+            raise CheckpointError(f"{path}: state dict key {key!r} is a {type(key).__name__}, expected a name")
         for pattern, repl in KEY_RENAMES:
             key = pattern.sub(repl, key)
         out[key] = value
@@ -100,8 +106,8 @@ def _as_state_dict(obj, path, container_keys: tuple[str, ...], probe: str) -> tu
             sd = obj[key]
             if not isinstance(sd, dict):
                 raise CheckpointError(f"{path}: '{key}' is a {type(sd).__name__}, expected a state dict")
-            return _rename(sd), {k: v for k, v in obj.items() if k != key}
-    sd = _rename({k: v for k, v in obj.items() if isinstance(v, torch.Tensor)})
+            return _rename(sd, path), {k: v for k, v in obj.items() if k != key}
+    sd = _rename({k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}, path)
     if not any(probe in k for k in sd):
         found = ", ".join(repr(k) for k in list(obj)[:5])
         raise CheckpointError(f"{path}: no {' or '.join(repr(k) for k in container_keys)} entry and no "
@@ -131,6 +137,11 @@ def _check_and_assign(module: nn.Module, sd: dict, path, what: str) -> None:
         got = tuple(sd[k].shape) if isinstance(sd[k], torch.Tensor) else type(sd[k]).__name__
         raise CheckpointError(f"{path}: not a valid {what}: {len(wrong)} tensor(s) with the wrong shape, "
                               f"e.g. {k!r} is {got}, expected {tuple(expected[k].shape)}")
+    wrong = [k for k in expected if sd[k].is_floating_point() != expected[k].is_floating_point()]
+    if wrong:
+        k = wrong[0]
+        raise CheckpointError(f"{path}: not a valid {what}: {len(wrong)} tensor(s) of the wrong kind, "
+                              f"e.g. {k!r} is {sd[k].dtype}, expected {expected[k].dtype}")
     module.load_state_dict(sd, strict=True, assign=True)
 
 

@@ -186,21 +186,12 @@ def cmd_video(a: argparse.Namespace) -> int:
 
 def stylize_face_video(a: argparse.Namespace) -> int:
     """``blendgan video --input clip.mp4 --style STYLES``: one ``{clip}_v_{style}.mp4`` per style."""
-    from .io import list_images
-    from .video_stylize import stylize_video
-    model = open_model(a.ckpt, a.psp_encoder, a.device, a.size, a.channel_multiplier, a.precision,
-                           a.compile)
-    outdir = Path(a.outdir)
-    outdir.mkdir(parents=True, exist_ok=True)
-    report = P.JobReport()
-    for s in list_images(a.style_img_path):
-        out = outdir / f"{Path(a.input_img_path).stem}_v_{s.stem}{'.gif' if a.gif else '.mp4'}"
-        if out.exists() and not a.overwrite:
-            report.skipped.append(out)
-            continue
-        report.written.append(stylize_video(model, a.input_img_path, s, out, add_weight_index=a.add_weight_index,
-                                            batch_size=a.batch_size, progress=not a.quiet))
-    return finish(report, outdir)
+    from .video_stylize import stylize_video_folder
+    model = open_model(a.ckpt, a.psp_encoder, a.device, a.size, a.channel_multiplier, a.precision, a.compile)
+    report = stylize_video_folder(model, a.input_img_path, a.style_img_path, a.outdir, gif=a.gif,
+                                  overwrite=a.overwrite, add_weight_index=a.add_weight_index,
+                                  batch_size=a.batch_size, progress=not a.quiet)
+    return finish(report, a.outdir)
 
 
 def cmd_info(a: argparse.Namespace) -> int:
@@ -338,7 +329,7 @@ def run(func, args) -> int:
     from .io import ImageError
     try:
         return func(args)
-    except (CLIError, CheckpointError, ImageError, ValueError, FileNotFoundError, AlignmentUnavailable) as exc:
+    except (CLIError, CheckpointError, ImageError, ValueError, OSError, AlignmentUnavailable) as exc:
         print(f"blendgan: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -8,10 +8,12 @@ atomically: to a temporary file in the destination folder, then renamed.
 """
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import logging
 import os
 import secrets
+import warnings
 from contextlib import contextmanager
 from fractions import Fraction
 from pathlib import Path
@@ -26,6 +28,11 @@ log = logging.getLogger("blendgan")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 FORMATS = ("jpg", "png")
 JPEG_QUALITY = 95  # cv2.imwrite's default, which the official scripts used
+#: Largest input image accepted (pixels), checked from the file header before decoding: the
+#: encoders pool to 256 px anyway, and a bigger image costs gigabytes of memory for nothing.
+MAX_IMAGE_PIXELS = 1 << 27
+#: Longest output file name in bytes (the limit of common filesystems).
+MAX_NAME_BYTES = 255
 
 
 class ImageError(ValueError):
@@ -42,10 +49,32 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         raise ImageError(f"{path}: cannot read ({exc.strerror or exc})") from None
     if data.size == 0:
         raise ImageError(f"{path}: empty file")
-    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    _check_pixels(path)
+    try:
+        bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    except cv2.error as exc:  # OpenCV's own limits and decoder failures (multi-line messages)
+        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else "decoder error"
+        raise ImageError(f"{path}: not a decodable image ({reason})") from None
     if bgr is None:
         raise ImageError(f"{path}: not a decodable image (corrupt or unsupported format)")
     return np.ascontiguousarray(bgr[:, :, ::-1])
+
+
+def _check_pixels(path: Path) -> None:
+    """Refuse an image larger than :data:`MAX_IMAGE_PIXELS`, judged by its header (Pillow
+    reads only the header; formats Pillow does not know are left to OpenCV)."""
+    from PIL import Image
+    try:
+        with warnings.catch_warnings():  # Pillow warns from 89 Mpx; the limit here is ours
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                width, height = im.size
+    except Image.DecompressionBombError:  # Pillow's own limit, far above ours
+        raise ImageError(f"{path}: image too large (at most {MAX_IMAGE_PIXELS} pixels)") from None
+    except Exception:
+        return
+    if width * height > MAX_IMAGE_PIXELS:
+        raise ImageError(f"{path}: image too large ({width}x{height}; at most {MAX_IMAGE_PIXELS} pixels)")
 
 
 def is_image_path(path: str | os.PathLike) -> bool:
@@ -75,14 +104,20 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
     return images
 
 
+# The official cv2ten computed (x / 255 - 0.5) / 0.5 in float64, then cast to float32: the
+# same 256 values, looked up instead (exact, and a third of the memory for large images).
+_TO_FLOAT = ((np.arange(256, dtype=np.float64) / 255.0 - 0.5) / 0.5).astype(np.float32)
+
+
 def to_tensor(images: np.ndarray | Sequence[np.ndarray], device: torch.device | str = "cpu") -> torch.Tensor:
     """RGB uint8 [H, W, 3] (or a list / [N, H, W, 3] of equal size) -> [N, 3, H, W] in [-1, 1]."""
-    arr = np.stack(images) if isinstance(images, (list, tuple)) else images
+    arr = np.stack(images) if isinstance(images, (list, tuple)) else np.asarray(images)
+    if arr.dtype != np.uint8:
+        raise ValueError(f"to_tensor expects uint8 images, got {arr.dtype}")
     if arr.ndim == 3:
         arr = arr[None]
-    # float64 then float32, as the official cv2ten did
-    x = (arr.transpose(0, 3, 1, 2) / 255.0 - 0.5) / 0.5
-    return torch.from_numpy(x).float().to(device)
+    x = _TO_FLOAT[arr.transpose(0, 3, 1, 2)]
+    return torch.from_numpy(x).to(device)
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
@@ -120,12 +155,34 @@ def resize(image: np.ndarray, size: int) -> np.ndarray:
     return cv2.resize(image, (size, size), interpolation=cv2.INTER_LINEAR)
 
 
+# -- naming -----------------------------------------------------------------------------------
+def output_stems(paths: Sequence[Path]) -> dict[Path, str]:
+    """The name each input contributes to output names: its stem, or its whole file name
+    where several inputs share a stem (``a.jpg`` and ``a.png`` -> ``a.jpg``, ``a.png``),
+    compared case-insensitively as some filesystems do."""
+    counts: dict[str, int] = {}
+    for p in paths:
+        counts[p.stem.casefold()] = counts.get(p.stem.casefold(), 0) + 1
+    return {p: p.stem if counts[p.stem.casefold()] == 1 else p.name for p in paths}
+
+
+def fit_name(stem: str, suffix: str) -> str:
+    """``stem + suffix``, with the stem cut and tagged by a hash of it when the name would be
+    longer than :data:`MAX_NAME_BYTES` (``suffix`` includes its dot)."""
+    name = stem + suffix
+    if len(name.encode()) <= MAX_NAME_BYTES:
+        return name
+    tag = "~" + hashlib.sha256(stem.encode()).hexdigest()[:10]
+    room = MAX_NAME_BYTES - len((tag + suffix).encode())
+    return stem.encode()[:room].decode("utf-8", "ignore") + tag + suffix
+
+
 # -- writing ----------------------------------------------------------------------------------
 def temp_beside(path: Path) -> Path:
     """Create an empty hidden temporary file in ``path``'s folder (same filesystem)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    while True:
-        tmp = path.parent / f".{path.stem}.{secrets.token_hex(4)}.part{path.suffix}"
+    while True:  # a fixed-length name: any name that fits the folder has a temporary that fits
+        tmp = path.parent / f".blendgan-{secrets.token_hex(4)}.part{path.suffix[:16]}"
         try:  # mode 0o666 minus the umask, like any new file (mkstemp would make it 0o600)
             os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
             return tmp

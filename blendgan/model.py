@@ -84,6 +84,9 @@ def _check_image(x: torch.Tensor, what: str) -> None:
     if not isinstance(x, torch.Tensor) or x.ndim != 4 or x.shape[1] != 3:
         shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
         raise ValueError(f"{what} must be a [N, 3, H, W] tensor in [-1, 1], got {shape}")
+    if not x.is_floating_point():  # uint8 pixels would be read as values far outside [-1, 1]
+        raise ValueError(f"{what} must be a floating-point tensor in [-1, 1] (see blendgan.io.to_tensor), "
+                         f"got {x.dtype}")
 
 
 def _match_batch(x: torch.Tensor, n: int, what: str) -> torch.Tensor:
@@ -183,9 +186,10 @@ class BlendGAN(nn.Module):
         return self.psp(self._encoder_input(face))
 
     # -- latents ---------------------------------------------------------------------------
-    def mean_latent(self, n: int = DEFAULT_TRUNCATION_MEAN,
-                    generator: torch.Generator | None = None) -> torch.Tensor:
+    def mean_latent(self, n: int = DEFAULT_TRUNCATION_MEAN, *, generator: torch.Generator) -> torch.Tensor:
         """Mean of ``n`` mapped random z: [1, 512].  Draws ``randn(n, 512)`` from ``generator``."""
+        if not isinstance(generator, torch.Generator):
+            raise TypeError("mean_latent needs a torch.Generator (e.g. blendgan.pipeline.make_generator(seed, device))")
         z = torch.randn(n, self.generator.style_dim, generator=generator, device=self.device).to(self.dtype)
         return self.generator.mapping(z).mean(0, keepdim=True)
 
@@ -199,10 +203,10 @@ class BlendGAN(nn.Module):
         if self.latent_avg is not None:
             return self.latent_avg
         if generator is not None:
-            return self.mean_latent(n, generator)
+            return self.mean_latent(n, generator=generator)
         if self._mean_latent is None or self._mean_latent.device != self.device:
             g = torch.Generator(device=self.device).manual_seed(MEAN_LATENT_SEED)
-            self._mean_latent = self.mean_latent(n, g)
+            self._mean_latent = self.mean_latent(n, generator=g)
         return self._mean_latent
 
     def face_w(self, z: torch.Tensor, truncation: float | None = None,
@@ -280,6 +284,8 @@ class BlendGAN(nn.Module):
         if noise == "stored":
             noises = None
         elif noise == "random":
+            if generator is None:
+                raise ValueError("noise='random' needs a generator (a torch.Generator on the model's device)")
             noises = self.generator.random_noise(w_plus.shape[0], generator)
         else:
             raise ValueError(f"noise must be 'stored' or 'random', got {noise!r}")

@@ -8,12 +8,13 @@ scripts' and live only here; the CLI and the drop-in scripts read them from this
 """
 from __future__ import annotations
 
+import errno
 import functools
 import hashlib
 import logging
 import os
 import random
-from collections import deque
+from collections import Counter, deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,14 +90,27 @@ class EncodingCache:
         self.model = model
         self._prints: dict[str, str] = {}
 
+    @staticmethod
+    def _is_style(kind: str) -> bool:
+        return kind.startswith("style")
+
     def _fingerprint(self, kind: str) -> str:
+        """Hash of every weight and buffer of the encoder behind ``kind`` (names, shapes and
+        values), so that a code computed by other weights is never reused."""
         if kind not in self._prints:
-            net = self.model.generator.embedder if kind.startswith("style") else self.model.psp
+            net = self.model.generator.embedder if self._is_style(kind) else self.model.psp
             digest = hashlib.sha256(f"{kind}:{self.model.dtype}".encode())
-            for tensor in list(net.state_dict().values())[-4:]:  # last layers and latent_avg
-                digest.update(tensor.detach().float().cpu().numpy().tobytes())
+            for name, tensor in net.state_dict().items():
+                t = tensor.detach().to("cpu", torch.float32).contiguous()
+                digest.update(f"{name}{tuple(t.shape)}".encode())
+                digest.update(memoryview(t.numpy()).cast("B"))
             self._prints[kind] = digest.hexdigest()[:16]
         return self._prints[kind]
+
+    def shape(self, kind: str) -> tuple[int, ...]:
+        """Shape of one cached code: z_embed [1, 512] for styles, W+ [1, n_latent, 512] for faces."""
+        dim = self.model.generator.style_dim
+        return (1, dim) if self._is_style(kind) else (1, self.model.n_latent, dim)
 
     def path(self, kind: str, image: Path) -> Path:
         digest = hashlib.sha256(image.read_bytes()).hexdigest()[:32]
@@ -107,9 +121,13 @@ class EncodingCache:
         path = self.path(kind, image)
         if path.exists():
             try:
-                return torch.load(path, map_location=self.model.device, weights_only=True)
+                value = torch.load(path, map_location=self.model.device, weights_only=True)
             except Exception:  # a damaged entry is recomputed
                 log.warning("%s: damaged cache entry, recomputing", path)
+            else:
+                if isinstance(value, torch.Tensor) and tuple(value.shape) == self.shape(kind):
+                    return value.to(self.model.dtype)
+                log.warning("%s: cache entry is not a %s tensor, recomputing", path, list(self.shape(kind)))
         value = compute()
         with io.atomic_path(path) as tmp:
             torch.save(value.detach().cpu().clone(), tmp)
@@ -132,30 +150,57 @@ def writer_threads(device: torch.device) -> int:
     return max(1, min(8, (os.cpu_count() or 2) - 1))
 
 
+#: Write errors that no later output can escape: the job stops instead of failing each one.
+FATAL_WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
+
+
 class _BackgroundWriter:
     """Encode and write images on worker threads (OpenCV releases the GIL), at most
     ``depth`` pending (default 4 per thread), so compute and I/O overlap while memory
-    stays bounded."""
+    stays bounded.
 
-    def __init__(self, threads: int = 1, depth: int | None = None):
+    Each finished output goes to ``report.written``; one that cannot be written goes to
+    ``report.failed`` and the job goes on, unless the disk is full or read-only.  When the
+    job itself raises, pending writes are dropped and that exception is the one that counts.
+    """
+
+    def __init__(self, report: JobReport, threads: int = 1, depth: int | None = None):
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="blendgan-writer")
         self._pending: deque = deque()
+        self.report = report
         self.depth = depth or 4 * threads
 
-    def submit(self, fn, *args) -> None:
+    def submit(self, path: Path, fn, *args) -> None:
+        """Run ``fn(*args)``, which writes ``path``, on a worker thread."""
         while len(self._pending) >= self.depth:
-            self._pending.popleft().result()
-        self._pending.append(self._pool.submit(fn, *args))
+            self._collect()
+        self._pending.append((path, self._pool.submit(fn, *args)))
+
+    def _collect(self) -> None:
+        path, future = self._pending.popleft()
+        try:
+            future.result()
+        except OSError as exc:
+            if exc.errno in FATAL_WRITE_ERRNOS:
+                raise OSError(exc.errno, f"{path}: cannot write ({exc.strerror})") from None
+            _fail(self.report, path, OSError(f"{path}: cannot write ({exc.strerror or exc})"))
+        else:
+            self.report.written.append(path)
 
     def __enter__(self) -> "_BackgroundWriter":
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, exc, tb) -> None:
         try:
-            while self._pending:
-                self._pending.popleft().result()
+            if exc_type is None:
+                while self._pending:
+                    self._collect()
         finally:
-            self._pool.shutdown(wait=True)
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            for path, future in self._pending:  # after a failure of the job: keep what got written
+                if future.done() and not future.cancelled() and future.exception() is None:
+                    self.report.written.append(path)
+            self._pending.clear()
 
 
 ALIGN_MODES = ("never", "auto", "always")
@@ -269,7 +314,7 @@ def transfer_batches(model: BlendGAN, w_plus: torch.Tensor, z_embed: torch.Tenso
 def transition_alphas(steps: int = VIDEO_TRANSITION_STEPS, hold: int = VIDEO_HOLD_FRAMES) -> list[float]:
     """Blend factors of one style change: 0, ``steps`` sigmoid samples over [-5, 5), then
     ``hold`` ones (the official ``get_alphas`` for steps=20, hold=10)."""
-    xs = np.arange(-5, 5, 10 / steps) if steps > 0 else np.zeros(0)
+    xs = -5 + np.arange(max(steps, 0)) * (10 / steps) if steps > 0 else np.zeros(0)
     return [0.0] + [float(1 / (1 + np.exp(-x))) for x in xs] + [1.0] * hold
 
 
@@ -294,9 +339,10 @@ def slide_window(prev: np.ndarray, nxt: np.ndarray, alpha: float) -> np.ndarray:
 
 # -- file level -----------------------------------------------------------------------------------
 def _out_path(outdir: Path, stem: str, fmt: str) -> Path:
+    """``outdir/stem.fmt``; a stem too long for a file name is cut and tagged (:func:`io.fit_name`)."""
     if fmt not in io.FORMATS:
         raise ValueError(f"format must be one of {io.FORMATS}, got {fmt!r}")
-    return outdir / f"{stem}.{fmt}"
+    return outdir / io.fit_name(stem, f".{fmt}")
 
 
 def _fail(report: JobReport, path, exc: Exception) -> None:
@@ -305,21 +351,26 @@ def _fail(report: JobReport, path, exc: Exception) -> None:
     report.failed.append((str(path), reason))
 
 
-def load_sample_zs(path: str | Path, pics: int, dim: int = 512) -> torch.Tensor:
-    """Face codes saved with ``torch.save``: a tensor [P, dim] / [P, 1, dim] or a list of
-    [1, dim] tensors -> [pics, dim] (the first ``pics``)."""
-    from .checkpoint import load_file
-    obj = load_file(path)
+def face_codes(obj, pics: int, dim: int = 512, source: str = "zs") -> torch.Tensor:
+    """Face codes given as a tensor [P, dim] / [P, 1, dim] or a list of [1, dim] tensors ->
+    float32 [pics, dim] (the first ``pics``); ``source`` names them in errors."""
     if isinstance(obj, (list, tuple)):
         if not all(isinstance(t, torch.Tensor) for t in obj):
-            raise ValueError(f"{path}: sample_zs list must hold tensors")
+            raise ValueError(f"{source}: a list of face codes must hold tensors")
         obj = torch.stack([t.reshape(-1) for t in obj])
-    if not isinstance(obj, torch.Tensor) or obj.numel() % dim:
-        raise ValueError(f"{path}: sample_zs must be a tensor of [P, {dim}] codes")
+    if not isinstance(obj, torch.Tensor) or obj.ndim < 2 or obj.shape[-1] != dim or obj.numel() % dim:
+        shape = list(obj.shape) if isinstance(obj, torch.Tensor) else type(obj).__name__
+        raise ValueError(f"{source}: face codes must be a [P, {dim}] tensor, got {shape}")
     zs = obj.reshape(-1, dim).float()
     if zs.shape[0] < pics:
-        raise ValueError(f"{path}: holds {zs.shape[0]} codes but --pics is {pics}")
+        raise ValueError(f"{source}: holds {zs.shape[0]} face codes, {pics} needed")
     return zs[:pics]
+
+
+def load_sample_zs(path: str | Path, pics: int, dim: int = 512) -> torch.Tensor:
+    """Face codes saved with ``torch.save`` (see :func:`face_codes`) -> [pics, dim]."""
+    from .checkpoint import load_file
+    return face_codes(load_file(path), pics, dim, str(path))
 
 
 @torch.inference_mode()
@@ -346,11 +397,16 @@ def run_pairs(model: BlendGAN, outdir: str | Path, pics: int = PAIRS_PICS, style
         z_style = model.embed_style(io.to_tensor(io.read_image(style_image), model.device))
     else:
         z_style = torch.randn(1, model.generator.style_dim, generator=g, device=model.device)
-    zs = sample_zs(pics, g, model.generator.style_dim) if zs is None else zs[:pics].to(model.device)
+    dim = model.generator.style_dim
+    zs = sample_zs(pics, g, dim) if zs is None else face_codes(zs, pics, dim).to(model.device)
     paths = [_out_path(outdir, f"{i:06d}", fmt) for i in range(pics)]
-    todo = [i for i, p in enumerate(paths) if overwrite or not p.exists()]
-    report.skipped = [p for p in paths if not overwrite and p.exists()]
-    chunks = [todo[sl] for k, sl in enumerate(_batches(len(todo), batch_size)) if shard.mine(k)]
+    present = [not overwrite and p.exists() for p in paths]
+    report.skipped = [p for p, done in zip(paths, present) if done]
+    # Batches are fixed by index, not by what is on disk: a resumed or sharded run computes
+    # each image in the batch a fresh single-process run computes it in (the same bytes).
+    chunks = [list(range(pics))[sl] for k, sl in enumerate(_batches(pics, batch_size))
+              if shard.mine(k) and not all(present[sl])]
+
     def batches():
         """Per chunk: its indices and the started host copies of both panels."""
         for chunk in chunks:
@@ -359,14 +415,28 @@ def run_pairs(model: BlendGAN, outdir: str | Path, pics: int = PAIRS_PICS, style
                                                        truncation_latent=t_latent, batch_size=len(chunk)):
                 yield chunk, io.to_uint8_async(natural), io.to_uint8_async(stylized)
 
-    with tqdm(total=sum(map(len, chunks)), desc="pairs", unit="img", disable=not progress) as bar, \
-            _BackgroundWriter(writer_threads(model.device)) as writer:
+    total = sum(not present[i] for chunk in chunks for i in chunk)
+    with tqdm(total=total, desc="pairs", unit="img", disable=not progress) as bar, \
+            _BackgroundWriter(report, writer_threads(model.device)) as writer:
         for chunk, natural, stylized in _overlapped(batches(), model.device):
             for i, a, b in zip(chunk, natural(), stylized()):
-                writer.submit(io.write_image, paths[i], io.hstack([a, b]), fmt)
-                report.written.append(paths[i])
-                bar.update(1)
+                if not present[i]:
+                    writer.submit(paths[i], io.write_image, paths[i], io.hstack([a, b]), fmt)
+                    bar.update(1)
     return report
+
+
+def transfer_outputs(faces: Sequence[Path], styles: Sequence[Path], outdir: Path,
+                     fmt: str) -> tuple[list[tuple[Path, Path, Path]], list[tuple[Path, Path, Path]]]:
+    """Output file of every (face, style) pair: ``{face}_v_{style}.{fmt}`` with the names of
+    :func:`io.output_stems` -> ``(pairs, clashes)`` as ``(face, style, output)`` lists.  Pairs
+    whose names coincide ("x_v_y" with "z", "x" with "y_v_z", or names differing only in
+    case) are the ``clashes``: they cannot all be written."""
+    face_names, style_names = io.output_stems(faces), io.output_stems(styles)
+    planned = [(f, s, _out_path(outdir, f"{face_names[f]}_v_{style_names[s]}", fmt)) for f in faces for s in styles]
+    uses = Counter(p.name.casefold() for _, _, p in planned)
+    return ([t for t in planned if uses[t[2].name.casefold()] == 1],
+            [t for t in planned if uses[t[2].name.casefold()] > 1])
 
 
 @torch.inference_mode()
@@ -388,13 +458,23 @@ def run_transfer(model: BlendGAN, input_dir: str | Path, style_dir: str | Path, 
     report = JobReport()
     cache = EncodingCache(cache_dir, model) if cache_dir else None
     faces, styles = io.list_images(input_dir), io.list_images(style_dir)
-    units = []  # (face, [(style, output path), ...]) in a fixed order, one batch each
+    planned, clashes = transfer_outputs(faces, styles, outdir, fmt)
+    for f, s, p in clashes:
+        _fail(report, f, ValueError(f"{f} with style {s}: output name {p.name} is shared with another "
+                                    "face/style pair; rename one of the inputs"))
+    # Work units are (face, a batch of its styles), fixed by the inputs alone (not by what is
+    # on disk), so a resumed or sharded run computes every image in the same batch as a fresh
+    # single-process run; a unit is skipped when all of its outputs exist.
+    present: set[Path] = set()
+    units = []
     for f in faces:
-        outs = [(s, _out_path(outdir, f"{f.stem}_v_{s.stem}", fmt)) for s in styles]
-        report.skipped += [p for _, p in outs if p.exists() and not overwrite]
-        outs = [(s, p) for s, p in outs if overwrite or not p.exists()]
-        units += [(f, outs[sl]) for sl in _batches(len(outs), batch_size)]
-    units = [u for k, u in enumerate(units) if shard.mine(k)]
+        outs = [(s, p) for g, s, p in planned if g == f]
+        for k, sl in enumerate(_batches(len(outs), batch_size), start=len(units)):
+            done = {p for _, p in outs[sl] if not overwrite and p.exists()}
+            report.skipped += [p for _, p in outs[sl] if p in done]
+            present |= done
+            units.append((f, outs[sl]) if len(done) < len(outs[sl]) and shard.mine(k) else None)
+    units = [u for u in units if u is not None]
 
     def encode(kind: str, path: Path, fn):
         image = io.read_image(path)
@@ -428,7 +508,7 @@ def run_transfer(model: BlendGAN, input_dir: str | Path, style_dir: str | Path, 
                 except io.ImageError as exc:
                     _fail(report, f, exc)
             if "w_plus" not in face:
-                bar.update(len(outs))
+                bar.update(sum(p not in present for _, p in outs))
                 continue
             if not outs:
                 continue
@@ -437,14 +517,14 @@ def run_transfer(model: BlendGAN, input_dir: str | Path, style_dir: str | Path, 
                                               add_weight_index=add_weight_index, batch_size=len(outs)):
                 yield outs, face["panel"], io.to_uint8_async(images)
 
-    total = sum(1 for _, outs in units for s, _ in outs if s in z_embed)
+    total = sum(1 for _, outs in units for s, p in outs if s in z_embed and p not in present)
     with tqdm(total=total, desc="transfer", unit="img", disable=not progress) as bar, \
-            _BackgroundWriter(writer_threads(model.device)) as writer:
+            _BackgroundWriter(report, writer_threads(model.device)) as writer:
         for outs, panel, images in _overlapped(batches(), model.device):
             for (s, p), out in zip(outs, images()):
-                writer.submit(io.write_image, p, io.hstack([panel, style_panel(s), out]), fmt)
-                report.written.append(p)
-                bar.update(1)
+                if p not in present:
+                    writer.submit(p, io.write_image, p, io.hstack([panel, style_panel(s), out]), fmt)
+                    bar.update(1)
     return report
 
 
@@ -481,9 +561,11 @@ def run_video(model: BlendGAN, input_dir: str | Path, style_dir: str | Path, out
         raise io.ImageError(f"{style_dir}: no style images found")
     rng = random.Random(seed)
     alphas = transition_alphas(transition_steps, hold_frames)
+    names = io.output_stems(faces)
+    unreadable: set[Path] = set()  # styles that failed once: reported once, not read again
     for k, f in enumerate(tqdm(faces, desc="video", unit="video", disable=not progress)):
         chosen = rng.choices(styles, k=n_styles)  # drawn even when skipping, so resumes pick the same
-        out = outdir / f"{f.stem}.{'gif' if gif else 'mp4'}"
+        out = outdir / io.fit_name(names[f], ".gif" if gif else ".mp4")
         if not shard.mine(k):
             continue
         if out.exists() and not overwrite:
@@ -496,10 +578,13 @@ def run_video(model: BlendGAN, input_dir: str | Path, style_dir: str | Path, out
             continue
         panels, codes = [], []
         for s in chosen:
+            if s in unreadable:
+                continue
             try:
                 panel, code = style(s)
             except io.ImageError as exc:
                 _fail(report, s, exc)
+                unreadable.add(s)
                 continue
             panels.append(panel)
             codes.append(code)
@@ -524,11 +609,17 @@ def run_video(model: BlendGAN, input_dir: str | Path, style_dir: str | Path, out
                     last = outs[-1]
             yield np.repeat(last[None], hold_frames, axis=0)
 
-        if gif:
-            io.write_gif((frame for batch in frames() for frame in batch), out, fps)
-        else:
-            with io.VideoWriter(out, fps=fps) as writer:
-                for batch in frames():
-                    writer.write(batch)
+        try:
+            if gif:
+                io.write_gif((frame for batch in frames() for frame in batch), out, fps)
+            else:
+                with io.VideoWriter(out, fps=fps) as writer:
+                    for batch in frames():
+                        writer.write(batch)
+        except OSError as exc:  # this video is lost (already cleaned up); the others may still be written
+            if exc.errno in FATAL_WRITE_ERRNOS:
+                raise
+            _fail(report, out, OSError(f"{out}: cannot write ({exc.strerror or exc})"))
+            continue
         report.written.append(out)
     return report

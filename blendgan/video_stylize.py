@@ -29,7 +29,7 @@ import torch
 from . import io
 from .io import write_gif  # noqa: F401  (re-exported: part of this module's API)
 from .align import FaceAligner, crop_quad, face_quad, quad_to_image_matrix
-from .pipeline import DEFAULT_BATCH_SIZE, TRANSFER_ADD_WEIGHT_INDEX
+from .pipeline import DEFAULT_BATCH_SIZE, FATAL_WRITE_ERRNOS, TRANSFER_ADD_WEIGHT_INDEX, JobReport, _fail
 
 log = logging.getLogger("blendgan")
 
@@ -315,6 +315,36 @@ def stylize_video(model, input_video: str | os.PathLike, style_image, out_path: 
     finally:
         src.close()
     return out_path
+
+
+def stylize_video_folder(model, input_video: str | os.PathLike, style_dir: str | os.PathLike,
+                         outdir: str | os.PathLike, *, gif: bool = False, overwrite: bool = False,
+                         aligner: FaceAligner | None = None, **options) -> JobReport:
+    """Restyle ``input_video`` with each style image of ``style_dir`` (an image or a folder):
+    ``{clip}_v_{style}.mp4`` (``.gif`` with ``gif``) in ``outdir``; ``options`` go to
+    :func:`stylize_video`.  Existing outputs are skipped unless ``overwrite``; a style that
+    cannot be read, or an output that cannot be written, is reported and the others go on.
+    A video that cannot be read stops the job (:class:`VideoError`)."""
+    input_video, outdir = Path(input_video), Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    styles = io.list_images(style_dir)
+    names = io.output_stems(styles)
+    aligner = (aligner or FaceAligner()).load()  # loaded once for every style
+    report = JobReport()
+    for s in styles:
+        out = outdir / io.fit_name(f"{input_video.stem}_v_{names[s]}", ".gif" if gif else ".mp4")
+        if out.exists() and not overwrite:
+            report.skipped.append(out)
+            continue
+        try:
+            report.written.append(stylize_video(model, input_video, s, out, aligner=aligner, **options))
+        except io.ImageError as exc:
+            _fail(report, s, exc)
+        except OSError as exc:
+            if exc.errno in FATAL_WRITE_ERRNOS:
+                raise
+            _fail(report, out, OSError(f"{out}: cannot write ({exc.strerror or exc})"))
+    return report
 
 
 def _counted(frames: Iterator[np.ndarray], bar) -> Iterator[np.ndarray]:

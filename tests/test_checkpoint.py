@@ -2,6 +2,7 @@
 import argparse
 import json
 import os
+import pathlib
 import subprocess
 import sys
 
@@ -113,10 +114,36 @@ def test_garbage_file(tmp_path, payload):
 def test_pickled_object_is_refused(tmp_path):
     """A file that would unpickle arbitrary classes is refused, never executed."""
     path = tmp_path / "evil.pt"
-    torch.save({"g_ema": {}, "args": argparse.Namespace(size=256)}, path)  # as training scripts save args
+    torch.save({"g_ema": {}, "extra": pathlib.PurePosixPath("x")}, path)
     with pytest.raises(CheckpointError) as e:
         load_generator(path)
-    assert_one_line(e.value, str(path), "refused", "pickled")
+    assert_one_line(e.value, str(path), "refused", "pickled", "PurePosixPath")
+
+
+def test_training_checkpoint_with_argparse_options_loads(g_sd, tmp_path):
+    """The official train.py saves its argparse Namespace beside the weights: a plain record, allowed."""
+    path = tmp_path / "train.pt"
+    torch.save({"g_ema": g_sd, "args": argparse.Namespace(size=256, lr=0.002)}, path)
+    assert load_generator(path).generator.size == 256
+    assert load_file(path)["args"].lr == 0.002
+
+
+def test_integer_tensor_in_a_float_slot_is_one_line(g_sd, tmp_path):
+    path = tmp_path / "ints.pt"
+    sd = dict(g_sd)
+    sd["conv1.activate.bias"] = torch.zeros(512, dtype=torch.int64)
+    torch.save({"g_ema": sd}, path)
+    with pytest.raises(CheckpointError) as e:
+        load_generator(path)
+    assert_one_line(e.value, str(path), "conv1.activate.bias", "torch.int64", "wrong kind")
+
+
+def test_non_string_key_is_one_line(g_sd, tmp_path):
+    path = tmp_path / "intkey.pt"
+    torch.save({"g_ema": dict(g_sd) | {7: torch.zeros(1)}}, path)
+    with pytest.raises(CheckpointError) as e:
+        load_generator(path)
+    assert_one_line(e.value, str(path), "key 7")
 
 
 def test_missing_file_says_how_to_get_weights(tmp_path):

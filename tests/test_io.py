@@ -126,6 +126,69 @@ def test_read_bad_files_raise_image_error(tmp_path, kind):
     _assert_one_line_naming(excinfo, path)
 
 
+def _png_claiming(path, width: int, height: int) -> None:
+    """A small valid PNG whose header (IHDR) then claims ``width`` x ``height``."""
+    import struct
+    import zlib
+    ok, buf = cv2.imencode(".png", rgb_pattern(4, 4))
+    data = bytearray(buf.tobytes())
+    data[16:24] = struct.pack(">II", width, height)  # IHDR payload starts at byte 16
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    path.write_bytes(bytes(data))
+
+
+def test_read_refuses_images_too_large_from_their_header(tmp_path, monkeypatch):
+    huge = tmp_path / "huge.png"
+    _png_claiming(huge, 50000, 50000)  # a few hundred bytes, 2.5 gigapixels once decoded
+    with pytest.raises(io.ImageError) as excinfo:
+        io.read_image(huge)
+    _assert_one_line_naming(excinfo, huge)
+    assert "too large" in str(excinfo.value)
+    medium = tmp_path / "medium.png"
+    _png_claiming(medium, 12000, 12000)
+    with pytest.raises(io.ImageError, match=r"too large \(12000x12000"):
+        io.read_image(medium)
+    fine = tmp_path / "fine.png"
+    cv2_write(fine, rgb_pattern(20, 30))
+    assert io.read_image(fine).shape == (20, 30, 3)
+    monkeypatch.setattr(io, "MAX_IMAGE_PIXELS", 599)
+    with pytest.raises(io.ImageError, match="too large"):
+        io.read_image(fine)
+
+
+def test_read_turns_decoder_exceptions_into_one_line(tmp_path, monkeypatch):
+    path = tmp_path / "odd.png"
+    cv2_write(path, rgb_pattern())
+
+    def boom(*args):
+        raise cv2.error("OpenCV(5.0.0) imgcodecs/loadsave.cpp:77: error: (-215:Assertion failed)\n"
+                        "pixels <= CV_IO_MAX_IMAGE_PIXELS in function 'validateInputImageSize'\n")
+    monkeypatch.setattr(io.cv2, "imdecode", boom)
+    with pytest.raises(io.ImageError) as excinfo:
+        io.read_image(path)
+    _assert_one_line_naming(excinfo, path)
+    assert "validateInputImageSize" in str(excinfo.value)
+
+
+# -- names ------------------------------------------------------------------------------------
+def test_output_stems_keep_inputs_apart(tmp_path):
+    paths = [tmp_path / n for n in ("a.jpg", "a.png", "B.png", "b.jpg", "c.png")]
+    assert list(io.output_stems(paths).values()) == ["a.jpg", "a.png", "B.png", "b.jpg", "c"]
+
+
+def test_fit_name_and_temporaries_fit_long_names(tmp_path):
+    stem = "顔" * 100  # 300 bytes in UTF-8
+    name = io.fit_name(stem, ".png")
+    assert len(name.encode()) == io.MAX_NAME_BYTES and name.endswith(".png") and name.startswith("顔" * 70)
+    assert io.fit_name(stem + "x", ".png") != name  # cut names stay distinct
+    assert io.fit_name("short", ".png") == "short.png"
+    legal = tmp_path / ("顔" * 80 + ".png")  # 244 bytes: legal, and so must be its temporary
+    io.write_image(legal, rgb_pattern(), "png")
+    assert np.array_equal(io.read_image(legal), rgb_pattern())
+    with pytest.raises(OSError):
+        (tmp_path / name.replace(".png", "x.png")).write_bytes(b"")  # the limit is real here
+
+
 # -- list_images ------------------------------------------------------------------------------
 def test_list_images(tmp_path, caplog):
     for name in ("b.png", "a.jpg", "c.JPEG", "d.webp", "e.bmp"):
@@ -192,6 +255,14 @@ def test_to_tensor():
 def _value_for(pixel: float) -> float:
     """The tensor value that maps to ``pixel`` (before truncation)."""
     return pixel / 255 * 2 - 1
+
+
+def test_to_tensor_is_the_official_float64_formula_bit_for_bit():
+    every = np.arange(256, dtype=np.uint8).reshape(16, 16, 1).repeat(3, axis=2)
+    want = torch.from_numpy((every.transpose(2, 0, 1) / 255.0 - 0.5) / 0.5).float()
+    assert torch.equal(io.to_tensor(every)[0], want)
+    with pytest.raises(ValueError, match="uint8"):
+        io.to_tensor(every.astype(np.float32))
 
 
 def test_to_uint8_truncates_and_clamps():

@@ -148,6 +148,31 @@ def test_winograd_weights_follow_weight_changes():
     assert rel_err(run(layer), direct(other)) < 1e-5
 
 
+def test_winograd_layers_built_in_inference_mode_empty_batches_and_moves():
+    """Layers made under inference_mode (no version counters), batches of 0, and a move to
+    another dtype (the old transformed copy is dropped, not kept alive)."""
+    x = torch.randn(1, 128, 8, 8, generator=torch.Generator().manual_seed(7))
+    style, noise = torch.randn(1, 16, generator=torch.Generator().manual_seed(8)), torch.zeros(1, 1, 8, 8)
+    made = randomize(build(StyledConv, 128, 128, 3, 16), seed=4)
+    with torch.inference_mode():
+        layer = build(StyledConv, 128, 128, 3, 16)
+        layer.load_state_dict(made.state_dict())
+        assert layer.conv.weight.is_inference() and layer.uses_winograd(x)
+        got = layer(x, style, noise)
+        assert tuple(layer(x[:0], style[:0], noise).shape) == (0, 128, 8, 8)
+        conv = build(WinogradConv2d, 128, 16, 3, 1, 1)
+        assert tuple(conv(torch.zeros(0, 128, 32, 32)).shape) == (0, 16, 32, 32)
+    with torch.enable_grad():
+        want = made(x, style, noise).detach()
+    assert rel_err(got, want) < 1e-5
+    made.eval()
+    with torch.no_grad():
+        made(x, style, noise)
+        assert made.conv._winograd._value is not None
+        made.double()
+        assert made.conv._winograd._value is None
+
+
 @pytest.mark.parametrize("bias", [True, False])
 def test_winograd_conv2d_is_conv2d(bias):
     """Same parameters as nn.Conv2d; CPU inference of an eligible layer takes the Winograd
@@ -238,6 +263,25 @@ def test_generator_does_not_touch_global_rng():
     state = torch.random.get_rng_state()
     build(Generator, 8, style_dim=4, n_mlp=1, style_encoder=False)
     assert torch.equal(state, torch.random.get_rng_state())
+
+
+def test_blendgan_api_never_reaches_for_the_global_rng_or_takes_pixels(small_gen):
+    from blendgan import BlendGAN
+    m = BlendGAN(small_gen)
+    state = torch.random.get_rng_state()
+    with pytest.raises(TypeError, match="generator"):
+        m.mean_latent(8)
+    with pytest.raises(TypeError, match="torch.Generator"):
+        m.mean_latent(8, generator=None)
+    with pytest.raises(ValueError, match="needs a generator"):
+        m.synthesize(z=torch.zeros(1, 16), noise="random")
+    with torch.no_grad():
+        a = m.mean_latent(8, generator=torch.Generator().manual_seed(1))
+        b = m.mean_latent(8, generator=torch.Generator().manual_seed(1))
+        m.synthesize(z=torch.zeros(1, 16), noise="random", generator=torch.Generator().manual_seed(2))
+    assert torch.equal(a, b) and torch.equal(state, torch.random.get_rng_state())
+    with pytest.raises(ValueError, match="floating-point"):
+        m.embed_style(torch.zeros(1, 3, 8, 8, dtype=torch.uint8))
 
 
 def test_generator_layout(small_gen):

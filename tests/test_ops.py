@@ -489,6 +489,67 @@ def test_winograd_falls_back_when_the_extension_cannot_build(monkeypatch):
     assert "build failed" in _build.cpu_backend_info() and "no compiler here" in _build.cpu_backend_info()
 
 
+NINJA_FAILURE = """Error building extension 'blendgan_winograd': [1/2] c++ -MMD -c winograd_cpu.cpp -O3
+FAILED: winograd_cpu.o
+c++ -MMD -MF winograd_cpu.o.d -c /src/op/winograd_cpu.cpp -o winograd_cpu.o
+/src/op/winograd_cpu.cpp:34:1: error: expected ',' or ';' before 'namespace'
+   34 | namespace {
+/src/op/winograd_cpu.cpp:90:5: error: 'band' was not declared in this scope
+ninja: build stopped: subcommand failed.
+"""
+
+
+def test_build_errors_name_the_compiler_error_and_keep_the_log(monkeypatch, tmp_path):
+    from torch.utils import cpp_extension
+    assert _build.build_error_summary(NINJA_FAILURE) == (
+        "/src/op/winograd_cpu.cpp:34:1: error: expected ',' or ';' before 'namespace'; "
+        "/src/op/winograd_cpu.cpp:90:5: error: 'band' was not declared in this scope")
+    assert _build.build_error_summary("ninja: build stopped: subcommand failed.") == \
+        "ninja: build stopped: subcommand failed."
+
+    def fail(**kwargs):
+        raise RuntimeError(NINJA_FAILURE)
+    monkeypatch.setattr(cpp_extension, "load", fail)
+    with pytest.raises(RuntimeError) as excinfo:
+        _build._compile("winograd", _build.source_dir(), tmp_path, False)
+    message = str(excinfo.value)
+    assert "\n" not in message and "34:1: error: expected ','" in message and str(tmp_path / "build.log") in message
+    assert (tmp_path / "build.log").read_text() == NINJA_FAILURE
+
+
+def test_cpu_library_is_loaded_only_when_vouched_for(monkeypatch, tmp_path):
+    """A library not recorded as completely linked (e.g. truncated by an interrupted copy) is
+    never handed to the loader, which can crash the process on such a file."""
+    loaded = []
+    monkeypatch.setattr(torch.ops, "load_library", lambda path: loaded.append(path))
+    library = tmp_path / "blendgan_winograd.so"
+    library.write_bytes(b"\x7fELF" + bytes(5000))
+    assert _build._load_built_cpu_op("winograd", tmp_path) is None      # never vouched for
+    _build._vouch(library)
+    with open(library, "r+b") as f:
+        f.truncate(3000)                                                # cut after the link
+    assert _build._load_built_cpu_op("winograd", tmp_path) is None and loaded == []
+    _build._vouch(library)
+    assert _build._load_built_cpu_op("winograd", tmp_path) is not None and loaded == [str(library)]
+
+
+def test_build_directory_keys_on_flags_and_get_module_takes_no_lock_once_built(monkeypatch):
+    before = _build.build_directory("winograd")
+    monkeypatch.setattr(_build, "CPU_CFLAGS", _build.CPU_CFLAGS + ("-march=native",))
+    assert _build.build_directory("winograd") != before
+
+    class Refuse:
+        def __enter__(self):
+            raise AssertionError("locked on the fast path")
+
+        def __exit__(self, *exc):
+            return False
+    sentinel = object()
+    monkeypatch.setattr(_build, "_modules", {"winograd": sentinel})
+    monkeypatch.setattr(_build, "_lock", Refuse())
+    assert _build.get_module("winograd") is sentinel
+
+
 def test_winograd_rejects_what_it_cannot_do():
     wt = winograd.transform_weight(torch.randn(2, 3, 3, 3))
     assert not winograd.supports(torch.randn(1, 3, 6, 8))            # 6 is not a multiple of 4

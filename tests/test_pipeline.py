@@ -1,4 +1,7 @@
 """The jobs as library functions: outputs, resume, bad inputs, batch invariance."""
+import errno
+import os
+import random
 import shutil
 
 import numpy as np
@@ -18,6 +21,12 @@ def test_transition_alphas_match_official_formula():
     got = P.transition_alphas()
     assert len(got) == 31
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12)
+
+
+def test_transition_alphas_have_one_sample_per_step():
+    for steps in range(1, 200):  # a float step in np.arange gave steps + 1 samples for some counts
+        assert len(P.transition_alphas(steps, 3)) == 1 + steps + 3
+    assert P.transition_alphas(0, 2) == [0.0, 1.0, 1.0]
 
 
 def test_slide_window():
@@ -60,6 +69,33 @@ def test_pairs_layout_content_and_resume(model, tmp_path):
     assert np.abs(read(out / "000002.png")[:, :model.size].astype(int) - redone).max() <= 1
     r3 = P.run_pairs(model, out, pics=3, seed=1, fmt="png", overwrite=True, progress=False)
     assert len(r3.written) == 3
+
+
+def test_pairs_resumed_and_sharded_runs_write_the_fresh_runs_bytes(model, tmp_path):
+    kw = dict(pics=4, seed=3, batch_size=2, fmt="png", progress=False)
+    P.run_pairs(model, tmp_path / "fresh", **kw)
+    fresh = {p.name: p.read_bytes() for p in (tmp_path / "fresh").iterdir()}
+    # two shards, one after the other: the second must not re-plan around the first's files
+    shards = tmp_path / "shards"
+    r0 = P.run_pairs(model, shards, shard=P.Shard(0, 2), **kw)
+    r1 = P.run_pairs(model, shards, shard=P.Shard(1, 2), **kw)
+    assert [p.name for p in r0.written + r1.written] == sorted(fresh)
+    # resume after losing one image of each batch: each is redone in its original batch
+    for name in ("000001.png", "000002.png"):
+        (shards / name).unlink()
+    r2 = P.run_pairs(model, shards, **kw)
+    assert [p.name for p in r2.written] == ["000001.png", "000002.png"] and len(r2.skipped) == 2
+    assert {p.name: p.read_bytes() for p in shards.iterdir()} == fresh
+
+
+def test_pairs_checks_given_face_codes(model, tmp_path):
+    zs = torch.randn(2, 1, 512, generator=torch.Generator().manual_seed(0))
+    r = P.run_pairs(model, tmp_path, pics=2, zs=zs, fmt="png", progress=False)  # [P, 1, 512] as saved files hold
+    assert len(r.written) == 2
+    with pytest.raises(ValueError, match="holds 2 face codes, 3 needed"):
+        P.run_pairs(model, tmp_path, pics=3, zs=zs, progress=False)
+    with pytest.raises(ValueError, match=r"\[P, 512\]"):
+        P.run_pairs(model, tmp_path, pics=1, zs=torch.zeros(2, 256), progress=False)
 
 
 def test_pairs_batch_size_does_not_change_results(model, tmp_path):
@@ -107,6 +143,78 @@ def test_transfer_goes_on_after_bad_inputs(model, tmp_path, sample_dirs):
     # second run: everything present, nothing recomputed
     r2 = P.run_transfer(model, faces, sample_dirs.styles, out, fmt="png", progress=False)
     assert not r2.written and len(r2.skipped) == len(r.written)
+
+
+def test_transfer_outputs_keep_every_pair_apart(tmp_path):
+    faces = [tmp_path / n for n in ("a.jpg", "a.png", "b.png", "x.png", "x_v_y.png")]
+    styles = [tmp_path / n for n in ("s.png", "y_v_s.png")]
+    pairs, clashes = P.transfer_outputs(faces, styles, tmp_path, "jpg")
+    names = [p.name for _, _, p in pairs]
+    assert len(set(names)) == len(names)
+    # inputs sharing a stem keep their extension; the others keep the official names
+    assert {"a.jpg_v_s.jpg", "a.png_v_s.jpg", "b_v_s.jpg", "b_v_y_v_s.jpg"} <= set(names)
+    # "x" with "y_v_s" and "x_v_y" with "s" would both be x_v_y_v_s.jpg: neither is written
+    assert sorted((f.name, s.name) for f, s, _ in clashes) == [("x.png", "y_v_s.png"), ("x_v_y.png", "s.png")]
+    assert len(pairs) + len(clashes) == len(faces) * len(styles)
+
+
+def test_transfer_resume_and_same_stem_inputs(model, tmp_path, sample_dirs):
+    faces = tmp_path / "faces"
+    faces.mkdir()
+    src = sorted(sample_dirs.faces.iterdir())
+    io.write_image(faces / "a.png", io.resize(read(src[0]), 64), "png")
+    io.write_image(faces / "a.jpg", io.resize(read(src[1]), 64), "jpg")
+    style = sorted(sample_dirs.styles.iterdir())[0]
+    kw = dict(fmt="png", batch_size=2, progress=False)
+    r = P.run_transfer(model, faces, style, tmp_path / "out", **kw)
+    out = tmp_path / "out"
+    assert sorted(p.name for p in r.written) == [f"a.jpg_v_{style.stem}.png", f"a.png_v_{style.stem}.png"]
+    assert not np.array_equal(read(r.written[0]), read(r.written[1]))
+    fresh = {p.name: p.read_bytes() for p in out.iterdir()}
+    r.written[1].unlink()
+    r2 = P.run_transfer(model, faces, style, out, **kw)
+    assert r2.written == [r.written[1]] and r2.skipped == [r.written[0]]
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == fresh
+
+
+def test_video_reports_a_bad_style_once(model, tmp_path, sample_dirs):
+    pytest.importorskip("av")
+    styles = tmp_path / "styles"
+    styles.mkdir()
+    shutil.copy(sorted(sample_dirs.styles.iterdir())[0], styles / "good.png")
+    (styles / "bad.png").write_bytes(b"not a png")
+    chosen = random.Random(0).choices(sorted(styles.iterdir()), k=5)
+    assert chosen.count(styles / "bad.png") >= 2 and chosen.count(styles / "good.png") >= 2  # the premise
+    face = sorted(sample_dirs.faces.iterdir())[0]
+    r = P.run_video(model, face, styles, tmp_path / "out", n_styles=5, seed=0, transition_steps=1, hold_frames=0,
+                    progress=False)
+    assert len(r.written) == 1 and r.failed == [(str(styles / "bad.png"), r.failed[0][1])]
+
+
+def test_encoding_cache_keys_on_every_weight_and_checks_entries(model, tmp_path, sample_dirs, caplog):
+    face = sorted(sample_dirs.faces.iterdir())[0]
+    cache = P.EncodingCache(tmp_path, model)
+    prints = cache._fingerprint("face"), cache._fingerprint("style")
+    body = model.psp.encoder.body[3].res_layer[1].weight  # deep inside the encoder, far from its heads
+    vgg = next(model.generator.embedder.parameters())
+    for p in (body, vgg):
+        saved = p.detach().clone()
+        with torch.no_grad():
+            p[0].add_(1.0)
+        try:
+            fresh = P.EncodingCache(tmp_path, model)
+            assert (fresh._fingerprint("face"), fresh._fingerprint("style")) != prints
+        finally:
+            with torch.no_grad():
+                p.copy_(saved)
+    assert (P.EncodingCache(tmp_path, model)._fingerprint("face"), cache._fingerprint("style")) == prints
+    # an entry of the wrong shape is recomputed and replaced, not handed to the job
+    code = torch.zeros(1, model.n_latent, 512)
+    torch.save(torch.zeros(1, 512), cache.path("face", face))
+    with caplog.at_level("WARNING", logger="blendgan"):
+        assert torch.equal(cache.get("face", face, lambda: code), code)
+    assert "not a [1, %d, 512] tensor" % model.n_latent in caplog.text
+    assert torch.equal(cache.get("face", face, lambda: None), code)
 
 
 def test_video(model, tmp_path, sample_dirs):
@@ -164,12 +272,48 @@ def test_background_writer_threads(tmp_path, monkeypatch):
     monkeypatch.setattr(P.os, "cpu_count", lambda: 2)
     assert P.writer_threads(torch.device("cuda")) == 1
     images = [np.full((8, 8, 3), i, np.uint8) for i in range(20)]
-    with P._BackgroundWriter(3) as writer:
+    report = P.JobReport()
+    with P._BackgroundWriter(report, 3) as writer:
         assert writer.depth == 12
         for i, img in enumerate(images):
-            writer.submit(io.write_image, tmp_path / f"{i}.png", img)
+            writer.submit(tmp_path / f"{i}.png", io.write_image, tmp_path / f"{i}.png", img)
     for i, img in enumerate(images):  # every file written, each with its own content
         assert np.array_equal(io.read_image(tmp_path / f"{i}.png"), img)
+    assert report.written == [tmp_path / f"{i}.png" for i in range(20)] and not report.failed
+
+
+def _write_or_fail(path, code):
+    if code:
+        raise OSError(code, os.strerror(code), str(path))
+    path.write_bytes(b"x")
+
+
+def test_background_writer_reports_a_failed_write_and_goes_on(tmp_path):
+    report = P.JobReport()
+    paths = [tmp_path / f"{i}.png" for i in range(4)]
+    with P._BackgroundWriter(report, 2, depth=1) as writer:
+        for i, p in enumerate(paths):
+            writer.submit(p, _write_or_fail, p, errno.EACCES if i == 1 else 0)
+    assert report.written == [paths[0], paths[2], paths[3]]
+    assert [path for path, _ in report.failed] == [str(paths[1])]
+    assert "cannot write" in report.failed[0][1] and "\n" not in report.failed[0][1]
+
+
+def test_background_writer_stops_when_the_disk_is_full(tmp_path):
+    report = P.JobReport()
+    with pytest.raises(OSError) as excinfo:
+        with P._BackgroundWriter(report, 1) as writer:
+            writer.submit(tmp_path / "a.png", _write_or_fail, tmp_path / "a.png", errno.ENOSPC)
+    assert excinfo.value.errno == errno.ENOSPC and "a.png" in str(excinfo.value)
+
+
+def test_background_writer_lets_the_jobs_own_error_through(tmp_path):
+    report = P.JobReport()
+    with pytest.raises(KeyboardInterrupt):
+        with P._BackgroundWriter(report, 1) as writer:
+            writer.submit(tmp_path / "a.png", _write_or_fail, tmp_path / "a.png", errno.EACCES)
+            writer.submit(tmp_path / "b.png", _write_or_fail, tmp_path / "b.png", 0)
+            raise KeyboardInterrupt
 
 
 def _recorded(count: int, made: list):

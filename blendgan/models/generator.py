@@ -122,7 +122,7 @@ class Generator(nn.Module):
         return [getattr(self.noises, f"noise_{i}") for i in range(self.num_layers)]
 
     def random_noise(self, batch: int, generator: torch.Generator | None = None) -> list[torch.Tensor]:
-        """Fresh Gaussian noise maps [batch, 1, r, r] drawn from ``generator``."""
+        """Fresh Gaussian noise maps [batch, 1, r, r] drawn from ``generator`` (the global RNG when None)."""
         ref = self.input.input
         return [torch.randn(batch, 1, *n.shape[2:], generator=generator, device=ref.device, dtype=ref.dtype)
                 for n in self.stored_noise()]

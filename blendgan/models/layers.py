@@ -49,6 +49,10 @@ class WinogradConv2d(nn.Conv2d):
         super().__init__(*args, **kwargs)
         self._winograd = winograd.TransformedWeight(winograd.transform_weight)
 
+    def _apply(self, fn, *args, **kwargs):
+        self._winograd.clear()  # moved or cast: the transformed copy of the old weight goes
+        return super()._apply(fn, *args, **kwargs)
+
     def uses_winograd(self, x: torch.Tensor) -> bool:
         return (self.kernel_size == (3, 3) and self.stride == (1, 1) and self.padding == (1, 1)
                 and self.dilation == (1, 1) and self.groups == 1 and self.padding_mode == "zeros"
@@ -163,6 +167,10 @@ class ModulatedConv2d(nn.Module):
         self.modulation = EqualLinear(style_dim, in_channel, bias_init=1)
         self._winograd = winograd.TransformedWeight(self._transform_weight)
 
+    def _apply(self, fn, *args, **kwargs):
+        self._winograd.clear()  # moved or cast: the transformed copy of the old weight goes
+        return super()._apply(fn, *args, **kwargs)
+
     def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
         n, c, h, w = x.shape
         s = self.modulation(style)  # [N, in]
@@ -203,7 +211,7 @@ class ModulatedConv2d(nn.Module):
         fuse the scaling with what follows.  ``s``: modulation [N, in]."""
         n = x.shape[0]
         weight = self.weight[0] * self.scale  # [out, in, k, k]
-        x = x * s.view(n, -1, 1, 1)
+        x = x * s.view(n, self.in_channel, 1, 1)
         if self.upsample:
             # demodulation is a per-channel scale, so it commutes with the (per-channel) blur
             out = self.blur(F.conv_transpose2d(x, weight.transpose(0, 1), padding=0, stride=2))
@@ -219,7 +227,7 @@ class ModulatedConv2d(nn.Module):
         weight = self.weight[0] * self.scale
         # sum_{i,k} (W[o,i,k] * s[n,i])^2 = (s^2) @ (sum_k W[o,i,k]^2)^T  -> [N, out]
         demod = torch.rsqrt(s.pow(2) @ weight.pow(2).sum([2, 3]).t() + 1e-8)
-        return demod.view(s.shape[0], -1, 1, 1)
+        return demod.view(s.shape[0], self.out_channel, 1, 1)
 
     def winograd_weight(self) -> torch.Tensor:
         """The scaled weight in the F(4x4, 3x3) domain (see :mod:`blendgan.ops.winograd`):

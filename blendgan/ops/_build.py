@@ -17,10 +17,14 @@ the transforms of :mod:`blendgan.ops.winograd`).
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import logging
 import os
+import platform
+import re
+import sys
 import threading
 import warnings
 from pathlib import Path
@@ -37,6 +41,16 @@ SOURCES = {
 }
 CUDA_OPS = ("bias_act", "upfirdn2d")
 CPU_OPS = ("winograd",)   # registered as torch.ops.blendgan_<name>, not as a Python module
+
+# Compiler flags (part of the cache key).  No -std flag: torch adds the C++ standard its
+# headers need (C++20 for torch 2.14); a later -std=c++17 would override it and break the build.
+# The CPU op uses OpenMP for at::parallel_for; it links libgomp.so.1, which the loader
+# resolves to the copy torch has already loaded (one thread pool).
+CPU_CFLAGS = ("-O3", "-fopenmp")
+CPU_LDFLAGS = ("-fopenmp",)
+CUDA_CFLAGS = ("-O3",)
+CUDA_NVCC_FLAGS = ("-O3", "--use_fast_math")
+BUILD_LOG = "build.log"   # the full compiler output of a failed build, in its build directory
 
 _lock = threading.Lock()
 _modules: dict[str, object] = {}   # op name -> loaded extension module
@@ -79,15 +93,18 @@ def _arch_tag(arch_list: str | None) -> str:
 
 
 def build_directory(name: str, arch_list: str | None = None) -> Path:
-    """Cache directory for ``name``: hash of sources + torch/CUDA versions + GPU arch (CPU
-    extensions: ``cpu``; their one binary serves every x86-64 CPU, see the source)."""
+    """Cache directory for ``name``: hash of sources, compiler flags, torch/CUDA/Python
+    versions, machine type and GPU arch (CPU extensions: ``cpu``; their one binary serves
+    every CPU of the machine type, see the source)."""
     import torch
     digest = hashlib.sha256()
     for rel in SOURCES[name]:
         path = source_dir() / rel
         digest.update(rel.encode())
         digest.update(path.read_bytes())
-    digest.update(f"torch={torch.__version__};cuda={torch.version.cuda}".encode())
+    flags = (CPU_CFLAGS + CPU_LDFLAGS) if name in CPU_OPS else (CUDA_CFLAGS + CUDA_NVCC_FLAGS)
+    digest.update(f"torch={torch.__version__};cuda={torch.version.cuda};python={sys.version_info[:2]};"
+                  f"machine={platform.machine()};flags={' '.join(flags)}".encode())
     arch = "cpu" if name in CPU_OPS else \
         _arch_tag(arch_list if arch_list is not None else os.environ.get("TORCH_CUDA_ARCH_LIST"))
     digest.update(arch.encode())
@@ -108,9 +125,18 @@ def build(name: str, verbose: bool = False):
         raise FileNotFoundError(f"sources missing in {src}: {', '.join(missing)}")
     out = build_directory(name)
     if name in CPU_OPS:
-        namespace = _load_built_cpu_op(name, out)
-        if namespace is not None:
-            return namespace
+        out.mkdir(parents=True, exist_ok=True)
+        with _file_lock(out / ".blendgan.lock"):  # one process builds; the others wait, then load
+            namespace = _load_built_cpu_op(name, out)
+            if namespace is not None:
+                return namespace
+            return _compile(name, src, out, verbose)
+    return _compile(name, src, out, verbose)
+
+
+def _compile(name: str, src: Path, out: Path, verbose: bool):
+    """Build (or let ninja find up to date) extension ``name`` in ``out`` and load it; a
+    failure raises with the compiler's error lines, the full output kept in ``out/build.log``."""
     from torch.utils import cpp_extension
     if name in CUDA_OPS and cpp_extension.CUDA_HOME is None:
         raise RuntimeError("no CUDA toolkit found (set CUDA_HOME or put nvcc on PATH)")
@@ -118,44 +144,96 @@ def build(name: str, verbose: bool = False):
     if not any(out.glob(f"blendgan_{name}*.so")):
         logging.getLogger("blendgan").info("building the %s extension (once; cached in %s)", name, out)
     sources = [str(src / rel) for rel in SOURCES[name]]
-    if name in CPU_OPS:
-        import torch
-        # OpenMP for at::parallel_for; the extension links libgomp.so.1, which the loader
-        # resolves to the copy torch has already loaded (one thread pool)
-        cpp_extension.load(name=f"blendgan_{name}", sources=sources, build_directory=str(out),
-                           extra_cflags=["-O3", "-fopenmp"], extra_ldflags=["-fopenmp"],
-                           is_python_module=False, verbose=verbose)
-        return getattr(torch.ops, f"blendgan_{name}")
-    return cpp_extension.load(
-        name=f"blendgan_{name}",
-        sources=sources,
-        build_directory=str(out),
-        # No -std flag: torch adds the C++ standard its headers need (C++20 for torch 2.14);
-        # a later -std=c++17 would override it and break the build.
-        extra_cflags=["-O3"],
-        extra_cuda_cflags=["-O3", "--use_fast_math"],
-        verbose=verbose,
-    )
+    try:
+        if name in CPU_OPS:
+            import torch
+            library = out / f"blendgan_{name}.so"
+            library.unlink(missing_ok=True)  # not vouched for (see _load_built_cpu_op): relink it
+            cpp_extension.load(name=f"blendgan_{name}", sources=sources, build_directory=str(out),
+                               extra_cflags=list(CPU_CFLAGS), extra_ldflags=list(CPU_LDFLAGS),
+                               is_python_module=False, verbose=verbose)
+            _vouch(library)
+            return getattr(torch.ops, f"blendgan_{name}")
+        return cpp_extension.load(name=f"blendgan_{name}", sources=sources, build_directory=str(out),
+                                  extra_cflags=list(CUDA_CFLAGS), extra_cuda_cflags=list(CUDA_NVCC_FLAGS),
+                                  verbose=verbose)
+    except Exception as exc:
+        text = str(exc)
+        if len(text.splitlines()) <= 1:
+            raise
+        log = out / BUILD_LOG
+        with contextlib.suppress(OSError):
+            log.write_text(text)
+        raise RuntimeError(f"{build_error_summary(text)} (full output: {log})") from None
+
+
+def build_error_summary(output: str, limit: int = 2) -> str:
+    """The first ``limit`` compiler error lines of a build's ``output`` (else its last line)."""
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    errors = [line for line in lines if re.search(r"\berror\b", line)
+              and not line.startswith(("ninja:", "FAILED:", "subprocess.CalledProcessError"))]
+    return "; ".join(errors[:limit]) if errors else (lines[-1] if lines else "build failed")
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path):
+    """An exclusive lock between processes (released by the OS if the holder dies)."""
+    try:
+        import fcntl
+    except ImportError:  # no fcntl (Windows): ninja and torch's own lock still serialise the build
+        yield
+        return
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _stamp(library: Path) -> Path:
+    return library.with_name(library.name + ".ok")
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _vouch(library: Path) -> None:
+    """Record, atomically, that ``library`` was linked completely: its size and hash."""
+    stamp = _stamp(library)
+    tmp = stamp.with_name(f".{stamp.name}.{os.getpid()}")
+    tmp.write_text(f"{library.stat().st_size} {_digest(library)}\n")
+    os.replace(tmp, stamp)
 
 
 def _load_built_cpu_op(name: str, out: Path):
     """The ``torch.ops`` namespace of CPU op ``name`` from a library already built in ``out``
-    (None if there is none or it does not load).  The directory is keyed by the sources'
-    hash, so a library there is current; loading it directly skips importing
-    ``torch.utils.cpp_extension``, whose import warns on hosts without CUDA."""
+    (None if there is none, or if it is not the complete file recorded when it was linked:
+    loading a truncated library can crash the process instead of raising).  The directory
+    is keyed by the sources' hash, so a vouched-for library there is current; loading it
+    directly skips importing ``torch.utils.cpp_extension``, whose import warns on hosts
+    without CUDA."""
     import torch
     built = out / f"blendgan_{name}.so"
-    if not built.exists():
+    try:
+        size, digest = _stamp(built).read_text().split()
+        if built.stat().st_size != int(size) or _digest(built) != digest:
+            return None
+    except (OSError, ValueError):
         return None
     try:
         torch.ops.load_library(str(built))
     except (OSError, RuntimeError):
-        return None   # e.g. a link that was interrupted: build again
+        return None
     return getattr(torch.ops, f"blendgan_{name}")
 
 
 def get_module(name: str):
     """The built extension for ``name``, or None when it cannot be had (reason recorded)."""
+    module = _modules.get(name)
+    if module is not None:  # lock-free once built: torch.compile traces through this call
+        return module
     with _lock:
         if name in _modules:
             return _modules[name]
@@ -164,7 +242,8 @@ def get_module(name: str):
         try:
             module = build(name)
         except Exception as exc:  # any build problem means: use the reference path
-            reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}"
+            text = str(exc).strip()
+            reason = f"{type(exc).__name__}: {build_error_summary(text) if text else ''}"
             _failures[name] = reason
             if mode() == "auto" or name in CPU_OPS:
                 kind = "C++ CPU" if name in CPU_OPS else "CUDA"

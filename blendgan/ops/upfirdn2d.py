@@ -47,7 +47,7 @@ def upfirdn2d_ref(x: torch.Tensor, f: torch.Tensor, up=1, down=1, pad=(0, 0)) ->
     """Reference path in plain PyTorch (any device, any float dtype, autograd to any order)."""
     f, upx, upy, downx, downy, (px0, px1, py0, py1) = _params(x, f, up, down, pad)
     n, c, h, w = x.shape
-    weight = f.flip([0, 1]).to(x.dtype)[None, None].expand(c, 1, *f.shape)
+    weight = f.flip([0, 1]).to(x.device, x.dtype)[None, None].expand(c, 1, *f.shape)
     if upx == upy == 1 and px0 == px1 >= 0 and py0 == py1 >= 0:
         # plain blur / blur-and-decimate: let the convolution pad and stride (no copies)
         return F.conv2d(x, weight, stride=(downy, downx), padding=(py0, px0), groups=c)

@@ -102,13 +102,21 @@ class TransformedWeight:
 
     def get(self, weight: torch.Tensor) -> torch.Tensor:
         weight = weight.detach()
+        # Inference tensors (a model built under torch.inference_mode) have no version
+        # counter: they are recognised by storage alone, so in-place writes to them go unseen.
+        version = None if weight.is_inference() else weight._version
         src = self._source
         if src is None or src.data_ptr() != weight.data_ptr() or src.dtype != weight.dtype \
-                or src.device != weight.device or self._version != weight._version:
+                or src.device != weight.device or self._version != version:
             with torch.no_grad():
                 self._value = self.transform(weight)
-            self._source, self._version = weight, weight._version
+            self._source, self._version = weight, version
         return self._value
+
+    def clear(self) -> None:
+        """Drop the transformed copy (e.g. when the module moves to another device)."""
+        self._source = self._value = None
+        self._version = -1
 
 
 def supports(x: torch.Tensor) -> bool:
@@ -134,8 +142,13 @@ def _check(x: torch.Tensor, weight_t: torch.Tensor, noise: torch.Tensor | None, 
     # Bands of tile rows across the batch: enough tiles for an efficient product (the
     # weights are read once per band), few enough for the stages to stay in cache.
     tiles = max(MIN_BAND_TILES, BAND_BYTES // (WINDOW * WINDOW * 4 * max(cin, weight_t.shape[2])))
-    rows = max(1, min(h // TILE, -(-tiles // (n * (w // TILE)))))
+    rows = max(1, min(h // TILE, -(-tiles // max(1, n * (w // TILE)))))
     return weight_t.shape[2] // (up * up), rows
+
+
+def _empty_output(x: torch.Tensor, cout: int, up: int) -> torch.Tensor:
+    """The [0, C_out, up·H, up·W] result of an empty batch ``x`` [0, C_in, H, W]."""
+    return x.new_empty(0, cout, up * x.shape[2], up * x.shape[3]).contiguous(memory_format=torch.channels_last)
 
 
 @torch.compiler.disable  # eager by design: a traced copy would unroll every band of every shape
@@ -155,7 +168,9 @@ def conv3x3(x: torch.Tensor, weight_t: torch.Tensor, in_scale: torch.Tensor | No
     Inference only: no gradients flow through it (the models take their direct paths when
     autograd records).
     """
-    _, rows = _check(x, weight_t, noise, up)
+    cout, rows = _check(x, weight_t, noise, up)
+    if x.shape[0] == 0:
+        return _empty_output(x, cout, up)
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad
                                        for t in (x, weight_t, in_scale, out_scale, bias, noise)):
         raise RuntimeError("winograd.conv3x3 is for inference: call it under torch.no_grad() or "
@@ -178,6 +193,8 @@ def conv3x3_ref(x: torch.Tensor, weight_t: torch.Tensor, in_scale: torch.Tensor 
                 noise: torch.Tensor | None = None, lrelu: bool = False, up: int = 1) -> torch.Tensor:
     """:func:`conv3x3` in PyTorch ops: the transforms as small matrix products."""
     cout, rows = _check(x, weight_t, noise, up)
+    if x.shape[0] == 0:
+        return _empty_output(x, cout, up)
     n, cin, h, w = x.shape
     th, tw = h // TILE, w // TILE
     wp = w + 2
