@@ -346,7 +346,7 @@ def align_path(input_path: str | os.PathLike, out_dir: str | os.PathLike, size: 
     out_dir = Path(out_dir)
     images = io.list_images(input_path)
     aligner = (aligner or FaceAligner()).load()
-    out_dir.mkdir(parents=True, exist_ok=True)
+    io.prepare_outdir(out_dir)
     report = JobReport()
     stems = io.output_stems(images)  # a.jpg and a.png -> a.jpg.png and a.png.png
     for path in tqdm(images, desc="align", unit="img", disable=not progress):

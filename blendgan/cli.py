@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
+import signal
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,17 +31,95 @@ class CLIError(Exception):
     """A user-facing failure: printed as one line, exit status 2."""
 
 
+class _StderrHandler(logging.StreamHandler):
+    """A handler writing to whatever ``sys.stderr`` is when a record comes (test runners and
+    notebooks replace it; a handler bound to an old, closed stream would fail)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 def setup_logging(quiet: bool = False) -> None:
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
     log.handlers[:] = [handler]
     log.setLevel(logging.ERROR if quiet else logging.INFO)
     log.propagate = False
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so that a job stops as on Ctrl-C (temporary files removed)."""
+
+
 def index_arg(value: str) -> int | None:
     """``--add-weight-index``: an integer, or ``none`` for the learned blend weights only."""
-    return None if value.lower() in ("none", "-1") else int(value)
+    if value.lower() in ("none", "-1"):
+        return None
+    try:
+        index = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer or 'none', got {value!r}") from None
+    if index < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0 or 'none', got {value}")
+    return index
+
+
+def int_at_least(low: int):
+    """An argparse type: an integer >= ``low``."""
+    def parse(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {value!r}") from None
+        if number < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+        return number
+    parse.__name__ = f"integer >= {low}"
+    return parse
+
+
+def finite_float(value: str) -> float:
+    """An argparse type: a finite number."""
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {value!r}") from None
+    if not math.isfinite(number):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {value}")
+    return number
+
+
+def positive_float(value: str) -> float:
+    """An argparse type: a finite number > 0."""
+    number = finite_float(value)
+    if number <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+    return number
+
+
+def device_arg(value: str) -> str:
+    """``--device``: ``auto`` or a torch device that exists on this machine."""
+    import torch
+    if value == "auto":
+        return value
+    try:
+        device = torch.device(value)
+    except (RuntimeError, ValueError):
+        raise argparse.ArgumentTypeError(f"unknown device {value!r} (expected auto, cpu, cuda, cuda:N ...)") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise argparse.ArgumentTypeError(f"{value}: no CUDA device available on this machine")
+        if device.index is not None and device.index >= count:
+            raise argparse.ArgumentTypeError(f"{value}: this machine has {count} CUDA device(s)")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise argparse.ArgumentTypeError(f"{value}: MPS is not available on this machine")
+    return value
 
 
 def _names(name: str, snake: bool) -> list[str]:
@@ -47,14 +127,19 @@ def _names(name: str, snake: bool) -> list[str]:
     return [f"--{name}"] + ([f"--{name.replace('-', '_')}"] if snake and "-" in name else [])
 
 
-def add_runtime_flags(p: argparse.ArgumentParser, snake: bool = False) -> None:
-    """Flags every job takes (``snake`` spells them with underscores too, for the scripts)."""
-    p.add_argument("--seed", type=int, default=P.DEFAULT_SEED, help="random seed (default %(default)s)")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    p.add_argument(*_names("batch-size", snake), dest="batch_size", type=int, default=P.DEFAULT_BATCH_SIZE,
-                   help="images per generator call (default %(default)s)")
-    p.add_argument("--format", choices=("jpg", "png"), default=P.DEFAULT_FORMAT,
-                   help="output image format; png is lossless (default %(default)s)")
+def add_runtime_flags(p: argparse.ArgumentParser, snake: bool = False, seed: bool = True,
+                      images: bool = True) -> None:
+    """Flags every job takes (``snake`` spells them with underscores too, for the scripts);
+    ``seed`` for jobs that draw random numbers, ``images`` for jobs that write images."""
+    if seed:
+        p.add_argument("--seed", type=int, default=P.DEFAULT_SEED, help="random seed (default %(default)s)")
+    p.add_argument("--device", type=device_arg, default="auto",
+                   help="auto, cpu, cuda, cuda:1 ... (default auto: cuda if available)")
+    p.add_argument(*_names("batch-size", snake), dest="batch_size", type=int_at_least(1),
+                   default=P.DEFAULT_BATCH_SIZE, help="images per generator call (default %(default)s)")
+    if images:
+        p.add_argument("--format", choices=("jpg", "png"), default=P.DEFAULT_FORMAT,
+                       help="output image format; png is lossless (default %(default)s)")
     p.add_argument("--overwrite", action="store_true", help="redo outputs that already exist")
     p.add_argument("--quiet", action="store_true", help="no progress bars or info messages")
     p.add_argument("--compile", action="store_true",
@@ -79,16 +164,19 @@ def add_align_flag(p: argparse.ArgumentParser) -> None:
 
 def add_video_flags(p: argparse.ArgumentParser, snake: bool = False) -> None:
     """Video settings (defaults: the official gen_video.py)."""
-    p.add_argument("--styles", type=int, default=P.VIDEO_STYLES, help="styles per video (default %(default)s)")
-    p.add_argument("--fps", type=float, default=P.VIDEO_FPS, help="(default %(default)s)")
+    p.add_argument("--styles", type=int_at_least(2), default=P.VIDEO_STYLES,
+                   help="styles per video, drawn at random with repeats (default %(default)s)")
+    p.add_argument("--fps", type=positive_float, default=P.VIDEO_FPS,
+                   help="frames per second of the video (default %(default)s)")
     p.add_argument(*_names("transition-steps", snake), *_names("frames-per-transition", snake),
-                   dest="transition_steps", type=int, default=P.VIDEO_TRANSITION_STEPS,
+                   dest="transition_steps", type=int_at_least(1), default=P.VIDEO_TRANSITION_STEPS,
                    help="frames of each style change (default %(default)s)")
     p.add_argument("--layout", choices=P.VIDEO_LAYOUTS, default="triptych",
                    help="triptych = [input | style window | output] as the official script; output = the "
                         "stylized face alone (default %(default)s)")
     p.add_argument("--gif", action="store_true", help="write a looping GIF instead of an mp4 (short loops)")
-    p.add_argument(*_names("hold-frames", snake), dest="hold_frames", type=int, default=P.VIDEO_HOLD_FRAMES,
+    p.add_argument(*_names("hold-frames", snake), dest="hold_frames", type=int_at_least(0),
+                   default=P.VIDEO_HOLD_FRAMES,
                    help="frames held on each style and at the end (default %(default)s)")
 
 
@@ -130,6 +218,19 @@ def distributed(device: str):
         dist.destroy_process_group()
 
 
+def check_paths(a: argparse.Namespace) -> None:
+    """Before a model is loaded: the inputs exist, and the output (and cache) folders can be
+    written, so that a mistake costs no loading time and leaves no folder behind."""
+    from . import io
+    for attr in ("input_img_path", "style_img_path", "style_img", "sample_zs"):
+        path = getattr(a, attr, None)
+        if path and not Path(path).exists():
+            raise CLIError(f"{path}: no such file or directory")
+    for attr in ("outdir", "cache_dir"):
+        if getattr(a, attr, None):
+            io.prepare_outdir(getattr(a, attr))
+
+
 def finish(report: P.JobReport, outdir) -> int:
     """Print the job summary; exit status 1 when some inputs failed, else 0."""
     log.info("%s -> %s", report.summary(), outdir)
@@ -140,6 +241,7 @@ def finish(report: P.JobReport, outdir) -> int:
 
 # -- subcommands ----------------------------------------------------------------------------------
 def cmd_pairs(a: argparse.Namespace) -> int:
+    check_paths(a)
     with distributed(a.device) as (shard, device):
         model = open_model(a.ckpt, None, device, a.size, a.channel_multiplier, a.precision,
                            a.compile)
@@ -156,6 +258,7 @@ def cmd_pairs(a: argparse.Namespace) -> int:
 
 
 def cmd_transfer(a: argparse.Namespace) -> int:
+    check_paths(a)
     with distributed(a.device) as (shard, device):
         model = open_model(a.ckpt, a.psp_encoder, device, a.size, a.channel_multiplier, a.precision,
                            a.compile)
@@ -170,6 +273,7 @@ VIDEO_INPUTS = (".mp4", ".mov", ".mkv", ".m4v", ".avi", ".webm")
 
 
 def cmd_video(a: argparse.Namespace) -> int:
+    check_paths(a)
     if Path(a.input_img_path).suffix.lower() in VIDEO_INPUTS:
         return stylize_face_video(a)
     with distributed(a.device) as (shard, device):
@@ -217,14 +321,18 @@ def cmd_info(a: argparse.Namespace) -> int:
     print("3x3 convolutions in CPU float32 inference: Winograd F(4x4, 3x3) (blendgan.ops.winograd), "
           f"transforms: {cpu_backend_info(build_now=a.build_ops)}")
     print(f"video writer: {video_backend()}")
-    for path in (Path(a.weights_dir) / "blendgan.pt", Path(a.weights_dir) / "psp_encoder.pt"):
+    for path, kind in ((Path(a.weights_dir) / "blendgan.pt", "BlendGAN generator"),
+                       (Path(a.weights_dir) / "psp_encoder.pt", "pSp encoder")):
         if not path.exists():
             print(f"{path}: not found (run `blendgan download --dir {a.weights_dir}`)")
             continue
         try:
-            print(f"{path}: {summarize(path)}")
+            summary = summarize(path)
         except CheckpointError as exc:
             print(f"{exc} ")
+            continue
+        wrong = "" if summary.startswith(kind) else f"  <- WRONG FILE: this name should hold the {kind}"
+        print(f"{path}: {summary}{wrong}")
     return 0
 
 
@@ -261,7 +369,8 @@ def _folder_job_flags(p: argparse.ArgumentParser, outdir: str, add_weight_index:
     add_cache_flag(p)
     add_align_flag(p)
     p.add_argument("--add-weight-index", "--add_weight_index", dest="add_weight_index", type=index_arg,
-                   default=add_weight_index, help="first N W+ layers stay pure face (default %(default)s)")
+                   default=add_weight_index, help="first N W+ layers stay pure face; 'none' = learned "
+                   "weights only (default %(default)s)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -269,16 +378,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"blendgan {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("pairs", help="random faces, natural and stylized side by side (latent/reference-guided)")
+    text = "random faces, natural and stylized side by side (latent/reference-guided)"
+    p = sub.add_parser("pairs", help=text, description=f"Write {text}: {{i:06d}}.jpg = [natural | stylized].")
     _model_flags(p, psp=False)
     p.add_argument("--outdir", default="outputs/pairs", help="output folder (default %(default)s)")
-    p.add_argument("--pics", type=int, default=P.PAIRS_PICS, help="number of pairs (default %(default)s)")
+    p.add_argument("--pics", type=int_at_least(1), default=P.PAIRS_PICS, help="number of pairs (default %(default)s)")
     p.add_argument("--style-img", "--style_img", dest="style_img", default=None,
                    help="reference style image; omitted: a random style code (latent-guided)")
-    p.add_argument("--truncation", type=float, default=None,
+    p.add_argument("--truncation", type=finite_float, default=None,
                    help="face truncation psi (default: the checkpoint's, else 0.75; >=1 disables)")
-    p.add_argument("--truncation-mean", "--truncation_mean", dest="truncation_mean", type=int,
-                   default=P.DEFAULT_TRUNCATION_MEAN, help="samples for the mean w when the checkpoint has none")
+    p.add_argument("--truncation-mean", "--truncation_mean", dest="truncation_mean", type=int_at_least(1),
+                   default=P.DEFAULT_TRUNCATION_MEAN,
+                   help="samples for the mean w when the checkpoint has none (default %(default)s)")
     p.add_argument("--sample-zs", "--sample_zs", dest="sample_zs", default=None,
                    help="torch.save'd face codes [P, 512] to use instead of random ones")
     p.add_argument("--add-weight-index", "--add_weight_index", dest="add_weight_index", type=index_arg,
@@ -287,22 +398,27 @@ def build_parser() -> argparse.ArgumentParser:
     add_runtime_flags(p)
     p.set_defaults(func=cmd_pairs)
 
-    p = sub.add_parser("transfer", help="style transfer: every face x every style in two folders")
+    text = "style transfer: every face x every style in two folders"
+    p = sub.add_parser("transfer", help=text,
+                       description=f"Write {text}: {{face}}_v_{{style}}.jpg = [input | style | output].")
     _folder_job_flags(p, "outputs/transfer", P.TRANSFER_ADD_WEIGHT_INDEX, "face image or folder")
-    add_runtime_flags(p)
+    add_runtime_flags(p, seed=False)
     p.set_defaults(func=cmd_transfer)
 
-    p = sub.add_parser("video", help="interpolation video of each face through random styles")
+    text = "interpolation video of each face through random styles"
+    p = sub.add_parser("video", help=text, description=f"Write an {text} ({{face}}.mp4), or restyle the face "
+                       "in a video clip with each style ({clip}_v_{style}.mp4).")
     _folder_job_flags(p, "outputs/video", P.VIDEO_ADD_WEIGHT_INDEX,
                       "face image or folder, or a video of a face (.mp4 .mov .mkv ...)")
     add_video_flags(p)
-    add_runtime_flags(p)
+    add_runtime_flags(p, images=False)
     p.set_defaults(func=cmd_video)
 
     align_cmd.add_subparser(sub)
 
     p = sub.add_parser("info", help="versions, device, op backends, checkpoints found")
-    p.add_argument("--weights-dir", default=DEFAULT_WEIGHTS_DIR, help="where to look for checkpoints")
+    p.add_argument("--weights-dir", default=DEFAULT_WEIGHTS_DIR,
+                   help="where to look for checkpoints (default %(default)s)")
     p.add_argument("--build-ops", action="store_true",
                    help="build the compiled ops now: the C++ Winograd transforms, and the CUDA ops when a GPU is present")
     p.set_defaults(func=cmd_info)
@@ -332,15 +448,36 @@ def run(func, args) -> int:
     except (CLIError, CheckpointError, ImageError, ValueError, OSError, AlignmentUnavailable) as exc:
         print(f"blendgan: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("blendgan: interrupted (finished outputs are kept; rerun to resume)", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        how = "terminated" if isinstance(exc, Terminated) else "interrupted"
+        print(f"blendgan: {how} (finished outputs are kept; rerun to resume)", file=sys.stderr)
+        return 128 + (signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT)
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated()
+
+
+@contextmanager
+def sigterm_as_interrupt():
+    """Within: SIGTERM (a scheduler, ``kill``, torchrun stopping its workers) stops the
+    command as Ctrl-C does.  The previous handler is restored on leaving."""
+    try:
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(getattr(args, "quiet", False))
-    return run(args.func, args)
+    with sigterm_as_interrupt():
+        return run(args.func, args)
 
 
 if __name__ == "__main__":

@@ -279,7 +279,7 @@ def download(dest_dir: str | os.PathLike = "pretrained_models",
                      "downloading it again")
             else:
                 _log(f"{FILES[name].filename}: already present ({summary}), skipped; "
-                     "use overwrite to fetch it again")
+                     "fetch it again with --overwrite (overwrite=True)")
                 continue
         todo.append(name)
     if not todo:

@@ -177,6 +177,20 @@ def fit_name(stem: str, suffix: str) -> str:
     return stem.encode()[:room].decode("utf-8", "ignore") + tag + suffix
 
 
+def prepare_outdir(path: str | os.PathLike) -> Path:
+    """Create output folder ``path`` if needed and check that files can be made in it;
+    raises ``OSError`` with one line naming the folder (before any work is done)."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise OSError(f"{path}: exists and is not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        temp_beside(path / "probe").unlink()
+    except OSError as exc:
+        raise OSError(exc.errno, f"{path}: cannot write in this folder ({exc.strerror or exc})") from None
+    return path
+
+
 # -- writing ----------------------------------------------------------------------------------
 def temp_beside(path: Path) -> Path:
     """Create an empty hidden temporary file in ``path``'s folder (same filesystem)."""

@@ -85,8 +85,7 @@ class EncodingCache:
     of the encoder weights; entries are small ``.pt`` tensors written atomically."""
 
     def __init__(self, root: str | Path, model: BlendGAN):
-        self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.root = io.prepare_outdir(root)
         self.model = model
         self._prints: dict[str, str] = {}
 
@@ -151,7 +150,7 @@ def writer_threads(device: torch.device) -> int:
 
 
 #: Write errors that no later output can escape: the job stops instead of failing each one.
-FATAL_WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
+FATAL_WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
 
 
 class _BackgroundWriter:
@@ -345,6 +344,14 @@ def _out_path(outdir: Path, stem: str, fmt: str) -> Path:
     return outdir / io.fit_name(stem, f".{fmt}")
 
 
+def _inputs(path: str | Path, what: str) -> list[Path]:
+    """The images of ``path`` (a folder or one image); none at all is an error."""
+    images = io.list_images(path)
+    if not images:
+        raise io.ImageError(f"{path}: no {what} images found")
+    return images
+
+
 def _fail(report: JobReport, path, exc: Exception) -> None:
     reason = str(exc)
     log.warning("%s", reason if str(path) in reason else f"{path}: {reason}")
@@ -370,6 +377,8 @@ def face_codes(obj, pics: int, dim: int = 512, source: str = "zs") -> torch.Tens
 def load_sample_zs(path: str | Path, pics: int, dim: int = 512) -> torch.Tensor:
     """Face codes saved with ``torch.save`` (see :func:`face_codes`) -> [pics, dim]."""
     from .checkpoint import load_file
+    if not Path(path).is_file():
+        raise ValueError(f"{path}: no such file (expected face codes saved with torch.save)")
     return face_codes(load_file(path), pics, dim, str(path))
 
 
@@ -387,8 +396,7 @@ def run_pairs(model: BlendGAN, outdir: str | Path, pics: int = PAIRS_PICS, style
     ``shard``, this process writes its batches only (all codes are still drawn, so every
     image is the one a single process would write).
     """
-    outdir = Path(outdir)
-    outdir.mkdir(parents=True, exist_ok=True)
+    outdir = io.prepare_outdir(outdir)
     report = JobReport()
     g = make_generator(seed, model.device)
     t = model.default_truncation if truncation is None else truncation
@@ -452,12 +460,11 @@ def run_transfer(model: BlendGAN, input_dir: str | Path, style_dir: str | Path, 
     styles); a ``shard`` takes every ``world``-th unit.  ``align`` (see :class:`FacePreparer`)
     aligns the input faces first.
     """
+    faces, styles = _inputs(input_dir, "face"), _inputs(style_dir, "style")
     prepare = FacePreparer(align, model.size)
-    outdir = Path(outdir)
-    outdir.mkdir(parents=True, exist_ok=True)
+    outdir = io.prepare_outdir(outdir)
     report = JobReport()
     cache = EncodingCache(cache_dir, model) if cache_dir else None
-    faces, styles = io.list_images(input_dir), io.list_images(style_dir)
     planned, clashes = transfer_outputs(faces, styles, outdir, fmt)
     for f, s, p in clashes:
         _fail(report, f, ValueError(f"{f} with style {s}: output name {p.name} is shared with another "
@@ -544,8 +551,8 @@ def run_video(model: BlendGAN, input_dir: str | Path, style_dir: str | Path, out
     ``{face}.gif`` instead (short loops).  A ``shard`` renders every ``world``-th video."""
     if layout not in VIDEO_LAYOUTS:
         raise ValueError(f"layout must be one of {VIDEO_LAYOUTS}, got {layout!r}")
-    outdir = Path(outdir)
-    outdir.mkdir(parents=True, exist_ok=True)
+    faces, styles = _inputs(input_dir, "face"), _inputs(style_dir, "style")
+    outdir = io.prepare_outdir(outdir)
     report = JobReport()
     cache = EncodingCache(cache_dir, model) if cache_dir else None
     prepare = FacePreparer(align, model.size)
@@ -556,9 +563,6 @@ def run_video(model: BlendGAN, input_dir: str | Path, style_dir: str | Path, out
         panel = io.resize(io.read_image(path), model.size)
         return panel, _encode(model, cache, f"style{model.size}", path, panel, model.embed_style)
 
-    faces, styles = io.list_images(input_dir), io.list_images(style_dir)
-    if not styles:
-        raise io.ImageError(f"{style_dir}: no style images found")
     rng = random.Random(seed)
     alphas = transition_alphas(transition_steps, hold_frames)
     names = io.output_stems(faces)

@@ -1,10 +1,12 @@
 """Drop-in replacements for the official scripts, with their exact flags and defaults.
 
 ``scripts/generate_image_pairs.py``, ``scripts/style_transfer_folder.py`` and
-``scripts/gen_video.py`` call these.  Beyond the official flags they take ``--seed``,
-``--device``, ``--batch-size``, ``--format``, ``--overwrite``, ``--quiet`` (and for the video
-``--styles``, ``--fps``, ``--transition-steps``, ``--hold-frames``).  ``--size`` and
-``--channel_multiplier`` are inferred from the checkpoint and only checked when given.
+``scripts/gen_video.py`` call these.  Beyond the official flags they take ``--device``,
+``--batch-size``, ``--overwrite``, ``--quiet``, ``--seed`` (pairs, video), ``--format``
+(pairs, transfer) and for the video ``--styles``, ``--fps``, ``--transition-steps``,
+``--hold-frames``.  ``--size`` and ``--channel_multiplier`` are inferred from the checkpoint
+and only checked when given.  Abbreviated flags resolve to the official flags first, as they
+did in the official scripts (``--style`` is ``--style_img_path``, not ``--styles``).
 """
 from __future__ import annotations
 
@@ -16,26 +18,47 @@ from . import pipeline as P
 from .model import DEFAULT_TRUNCATION
 
 
-def _parser(description: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=description)
-    p.add_argument("--size", type=int, default=None,
-                   help="output size; inferred from the checkpoint, checked when given (official default 1024)")
-    p.add_argument("--ckpt", type=str, default="", help="path to BlendGAN checkpoint")
-    p.add_argument("--channel_multiplier", type=int, default=None,
-                   help="inferred from the checkpoint, checked when given (official default 2)")
-    p.add_argument("--outdir", type=str, default="", help="output folder (default: current folder)")
-    cli.add_runtime_flags(p, snake=True)
+class OfficialFirstParser(argparse.ArgumentParser):
+    """An argument parser where an abbreviation that matches an official flag means that
+    flag, even when one of our added flags shares the prefix."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.official: set[str] = set()
+
+    def official_argument(self, *names: str, **kwargs):
+        self.official.update(names)
+        return self.add_argument(*names, **kwargs)
+
+    def _get_option_tuples(self, option_string):
+        matches = super()._get_option_tuples(option_string)
+        official = [m for m in matches if m[1] in self.official]
+        return official if len(official) == 1 else matches
+
+
+def _parser(description: str, seed: bool = True, images: bool = True) -> OfficialFirstParser:
+    p = OfficialFirstParser(description=description)
+    p.official_argument("--size", type=int, default=None,
+                        help="output size; inferred from the checkpoint, checked when given (official default 1024)")
+    p.official_argument("--ckpt", type=str, default="", help=f"path to BlendGAN checkpoint (default {cli.DEFAULT_CKPT})")
+    p.official_argument("--channel_multiplier", type=int, default=None,
+                        help="inferred from the checkpoint, checked when given (official default 2)")
+    p.official_argument("--outdir", type=str, default="", help="output folder (default: current folder)")
+    cli.add_runtime_flags(p, snake=True, seed=seed, images=images)
     return p
 
 
 def _add_folder_flags(p: argparse.ArgumentParser, add_weight_index: int) -> None:
     cli.add_cache_flag(p, snake=True)
     cli.add_align_flag(p)
-    p.add_argument("--psp_encoder_ckpt", dest="psp_encoder", type=str, default="",
-                   help="path to psp_encoder checkpoint")
-    p.add_argument("--style_img_path", type=str, default=None, required=True, help="path to style images")
-    p.add_argument("--input_img_path", type=str, default=None, required=True, help="path to input images")
-    p.add_argument("--add_weight_index", type=cli.index_arg, default=add_weight_index)
+    p.official_argument("--psp_encoder_ckpt", dest="psp_encoder", type=str, default="",
+                        help=f"path to psp_encoder checkpoint (default {cli.DEFAULT_PSP})")
+    p.official_argument("--style_img_path", type=str, default=None, required=True,
+                        help="style image or folder of style images")
+    p.official_argument("--input_img_path", type=str, default=None, required=True,
+                        help="face image or folder of face images")
+    p.official_argument("--add_weight_index", type=cli.index_arg, default=add_weight_index,
+                        help="first N W+ layers stay pure face; 'none' = learned weights only (default %(default)s)")
 
 
 def _run(command, a: argparse.Namespace) -> int:
@@ -45,36 +68,59 @@ def _run(command, a: argparse.Namespace) -> int:
         a.psp_encoder = a.psp_encoder or cli.DEFAULT_PSP
     a.outdir = a.outdir or "."
     cli.setup_logging(a.quiet)
-    return cli.run(command, a)
+    with cli.sigterm_as_interrupt():
+        return cli.run(command, a)
+
+
+def pairs_parser() -> OfficialFirstParser:
+    """The flags of ``generate_image_pairs.py``."""
+    p = _parser("Generate natural/stylized face pairs (latent- or reference-guided).")
+    p.official_argument("--pics", type=cli.int_at_least(1), default=P.PAIRS_PICS,
+                        help="number of pairs (default %(default)s)")
+    p.official_argument("--truncation", type=cli.finite_float, default=DEFAULT_TRUNCATION,
+                        help="face truncation psi; a truncation stored in the checkpoint wins, as in the "
+                             "official script (default %(default)s)")
+    p.official_argument("--truncation_mean", type=cli.int_at_least(1), default=P.DEFAULT_TRUNCATION_MEAN,
+                        help="samples for the mean w when the checkpoint has none (default %(default)s)")
+    p.official_argument("--style_img", type=str, default=None,
+                        help="reference style image; omitted: a random style code")
+    p.official_argument("--sample_zs", type=str, default=None,
+                        help="torch.save'd face codes [P, 512] to use instead of random ones")
+    p.official_argument("--add_weight_index", type=cli.index_arg, default=P.PAIRS_ADD_WEIGHT_INDEX,
+                        help="first N W+ layers stay pure face; 'none' = learned weights only (default %(default)s)")
+    # as the official script: a 'truncation' stored in the checkpoint overrides --truncation
+    p.set_defaults(checkpoint_truncation_wins=True)
+    return p
+
+
+def transfer_parser() -> OfficialFirstParser:
+    """The flags of ``style_transfer_folder.py``."""
+    p = _parser("Style transfer of every input face with every style image.", seed=False)
+    _add_folder_flags(p, P.TRANSFER_ADD_WEIGHT_INDEX)
+    return p
+
+
+def video_parser() -> OfficialFirstParser:
+    """The flags of ``gen_video.py``."""
+    p = _parser("Style interpolation video of each input face.", images=False)
+    _add_folder_flags(p, P.VIDEO_ADD_WEIGHT_INDEX)
+    cli.add_video_flags(p, snake=True)
+    return p
 
 
 def generate_image_pairs(argv: list[str] | None = None) -> int:
     """``generate_image_pairs.py``: writes ``{i:06d}.jpg`` = [natural | stylized]."""
-    p = _parser("Generate natural/stylized face pairs (latent- or reference-guided).")
-    p.add_argument("--pics", type=int, default=P.PAIRS_PICS, help="N_PICS")
-    p.add_argument("--truncation", type=float, default=DEFAULT_TRUNCATION)
-    p.add_argument("--truncation_mean", type=int, default=P.DEFAULT_TRUNCATION_MEAN)
-    p.add_argument("--style_img", type=str, default=None, help="path to style image")
-    p.add_argument("--sample_zs", type=str, default=None)
-    p.add_argument("--add_weight_index", type=cli.index_arg, default=P.PAIRS_ADD_WEIGHT_INDEX)
-    # as the official script: a 'truncation' stored in the checkpoint overrides --truncation
-    p.set_defaults(checkpoint_truncation_wins=True)
-    return _run(cli.cmd_pairs, p.parse_args(argv))
+    return _run(cli.cmd_pairs, pairs_parser().parse_args(argv))
 
 
 def style_transfer_folder(argv: list[str] | None = None) -> int:
     """``style_transfer_folder.py``: writes ``{input}_v_{style}.jpg`` = [input | style | output]."""
-    p = _parser("Style transfer of every input face with every style image.")
-    _add_folder_flags(p, P.TRANSFER_ADD_WEIGHT_INDEX)
-    return _run(cli.cmd_transfer, p.parse_args(argv))
+    return _run(cli.cmd_transfer, transfer_parser().parse_args(argv))
 
 
 def gen_video(argv: list[str] | None = None) -> int:
     """``gen_video.py``: writes ``{input}.mp4`` = [input | sliding style window | output]."""
-    p = _parser("Style interpolation video of each input face.")
-    _add_folder_flags(p, P.VIDEO_ADD_WEIGHT_INDEX)
-    cli.add_video_flags(p, snake=True)
-    return _run(cli.cmd_video, p.parse_args(argv))
+    return _run(cli.cmd_video, video_parser().parse_args(argv))
 
 
 def entry(name: str) -> None:

@@ -325,9 +325,11 @@ def stylize_video_folder(model, input_video: str | os.PathLike, style_dir: str |
     :func:`stylize_video`.  Existing outputs are skipped unless ``overwrite``; a style that
     cannot be read, or an output that cannot be written, is reported and the others go on.
     A video that cannot be read stops the job (:class:`VideoError`)."""
-    input_video, outdir = Path(input_video), Path(outdir)
-    outdir.mkdir(parents=True, exist_ok=True)
+    input_video = Path(input_video)
     styles = io.list_images(style_dir)
+    if not styles:
+        raise io.ImageError(f"{style_dir}: no style images found")
+    outdir = io.prepare_outdir(outdir)
     names = io.output_stems(styles)
     aligner = (aligner or FaceAligner()).load()  # loaded once for every style
     report = JobReport()

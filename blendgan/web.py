@@ -24,6 +24,7 @@ The logic lives in :class:`Studio`, which needs no Gradio (and is what the unit 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import logging
 import os
@@ -55,6 +56,7 @@ MAX_UPLOAD_SIDE = 4096                # pixels, either side
 CACHE_SIZE = 32                       # face codes and style codes kept (each)
 HISTORY_SIZE = 8                      # results shown in the "last results" gallery
 KEEP_FILES = 64                       # PNG / MP4 files kept in the demo's temporary folder
+GRADIO_CACHE_CLEANUP = (600, 3600)    # Gradio's copies: checked every 10 min, removed after 1 h
 VIDEO_MAX_FRAMES = 150
 VIDEO_STEPS = 8                       # transition frames per style change (the CLI uses 20)
 VIDEO_HOLD = 3
@@ -146,7 +148,9 @@ def decode_upload(data: bytes, name: str, max_side: int = MAX_UPLOAD_SIDE) -> np
     """
     import cv2
     dims = _header_size(data)
-    if dims is not None and max(dims) > max_side:
+    if dims is None:  # only what Pillow identified is decoded: its size is known beforehand
+        raise WebError(f"{name}: not an image in a supported format (PNG, JPEG, WebP, BMP, TIFF)")
+    if max(dims) > max_side:
         raise WebError(f"{name}: {dims[0]}×{dims[1]} px is too large (limit {max_side} px a side)")
     bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if bgr is None:
@@ -226,6 +230,7 @@ class Studio:
         self._own_workdir = workdir is None
         self.workdir = Path(tempfile.mkdtemp(prefix="blendgan-web-") if workdir is None else workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
+        self._files_guard = threading.Lock()
 
     # -- housekeeping ------------------------------------------------------------------------
     def close(self) -> None:
@@ -234,10 +239,20 @@ class Studio:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
     def _new_file(self, stem: str, suffix: str) -> Path:
-        files = sorted((p for p in self.workdir.iterdir() if p.is_file()), key=lambda p: p.stat().st_mtime)
-        for old in files[:max(0, len(files) - KEEP_FILES + 1)]:
-            old.unlink(missing_ok=True)
-        return self.workdir / f"{stem}_{secrets.token_hex(3)}{suffix}"
+        """A fresh result path; the oldest results beyond :data:`KEEP_FILES` are removed.
+        Several sessions call this at once: files being written (hidden temporaries) are
+        left alone, and files another call removed meanwhile are skipped."""
+        with self._files_guard:
+            files = []
+            for p in self.workdir.iterdir():
+                if p.name.startswith("."):
+                    continue
+                with contextlib.suppress(FileNotFoundError):
+                    files.append((p.stat().st_mtime, p))
+            files.sort()
+            for _, old in files[:max(0, len(files) - KEEP_FILES + 1)]:
+                old.unlink(missing_ok=True)
+            return self.workdir / f"{stem}_{secrets.token_hex(3)}{suffix}"
 
     @property
     def can_encode_faces(self) -> bool:
@@ -630,7 +645,9 @@ def build_app(model, *, face_examples: str | os.PathLike | None = EXAMPLES_DIR /
     h = Handlers(studio, gr, faces, styles)
     n_latent = model.n_latent
 
-    with gr.Blocks(title=title, analytics_enabled=False) as demo:
+    # Gradio keeps its own copies of uploads and results (face photos among them): checked every
+    # 10 minutes, removed once an hour old, and all removed when the server closes
+    with gr.Blocks(title=title, analytics_enabled=False, delete_cache=GRADIO_CACHE_CLEANUP) as demo:
         face_state, style_state = gr.State(None), gr.State(None)
         history_state = gr.State({"n": 0, "items": []})
         gr.Markdown(INTRO.format(n_latent=n_latent, device=model.device, size=model.size))

@@ -138,6 +138,19 @@ def test_integer_tensor_in_a_float_slot_is_one_line(g_sd, tmp_path):
     assert_one_line(e.value, str(path), "conv1.activate.bias", "torch.int64", "wrong kind")
 
 
+def test_nan_weights_are_refused(g_sd, tmp_path):
+    """Damaged bytes in a well-formed file: the images would be black, so the file is refused."""
+    path = tmp_path / "nan.pt"
+    sd = dict(g_sd)
+    bad = sd["convs.3.conv.weight"].clone()
+    bad.view(-1)[12345] = float("nan")
+    sd["convs.3.conv.weight"] = bad
+    torch.save({"g_ema": sd}, path)
+    with pytest.raises(CheckpointError) as e:
+        load_generator(path)
+    assert_one_line(e.value, str(path), "NaN or infinite", "convs.3.conv.weight")
+
+
 def test_non_string_key_is_one_line(g_sd, tmp_path):
     path = tmp_path / "intkey.pt"
     torch.save({"g_ema": dict(g_sd) | {7: torch.zeros(1)}}, path)

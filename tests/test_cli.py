@@ -1,4 +1,6 @@
 """The console command and the drop-in scripts, end to end on the 256px test checkpoints."""
+import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -7,8 +9,10 @@ import numpy as np
 import pytest
 
 from blendgan import io
+from blendgan import cli
 from blendgan.cli import main
-from blendgan.scripts import gen_video, generate_image_pairs, style_transfer_folder
+from blendgan.scripts import (gen_video, generate_image_pairs, pairs_parser, style_transfer_folder,
+                              transfer_parser, video_parser)
 from tests.conftest import ROOT, saved_backend_flags
 
 
@@ -209,3 +213,80 @@ def test_keep_freed_memory_is_harmless_without_glibc(monkeypatch):
 
     monkeypatch.setattr(model.ctypes, "CDLL", no_libc)
     assert model.keep_freed_memory() is False
+
+
+@pytest.mark.parametrize("args, message", [
+    (["pairs", "--device", "gpu"], "unknown device 'gpu'"),
+    (["pairs", "--device", "cuda:99"], "cuda:99"),
+    (["pairs", "--pics", "0"], "--pics: must be >= 1, got 0"),
+    (["pairs", "--truncation", "nan"], "--truncation: must be a finite number"),
+    (["pairs", "--batch-size", "0"], "--batch-size: must be >= 1"),
+    (["video", "--input", "f", "--style", "s", "--fps", "inf"], "--fps: must be a finite number"),
+    (["video", "--input", "f", "--style", "s", "--fps", "0"], "--fps: must be > 0"),
+    (["video", "--input", "f", "--style", "s", "--styles", "1"], "--styles: must be >= 2"),
+    (["video", "--input", "f", "--style", "s", "--hold-frames", "-1"], "--hold-frames: must be >= 0"),
+    (["video", "--input", "f", "--style", "s", "--transition-steps", "0"], "--frames-per-transition: must be >= 1"),
+    (["transfer", "--input", "f", "--style", "s", "--add-weight-index", "-3"], "must be >= 0 or 'none'"),
+    (["transfer", "--input", "f", "--style", "s", "--seed", "1"], "unrecognized arguments: --seed"),
+    (["video", "--input", "f", "--style", "s", "--format", "png"], "unrecognized arguments: --format"),
+])
+def test_bad_flags_are_refused_when_parsed(args, message, capsys):
+    """Before any checkpoint is opened: one argparse line, exit status 2."""
+    with pytest.raises(SystemExit) as excinfo:
+        main(args)
+    assert excinfo.value.code == 2
+    assert message in capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_paths_are_checked_before_the_model_loads(sample_dirs, tmp_path, capsys):
+    """A missing input or an unusable output folder is reported first (the checkpoint named
+    here does not exist, so reaching the model would give another error) and creates nothing."""
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    base = ["transfer", "--ckpt", str(tmp_path / "none.pt"), "--quiet"]
+    assert main([*base, "--input", str(tmp_path / "nope"), "--style", str(sample_dirs.styles),
+                 "--outdir", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err.strip() == f"blendgan: error: {tmp_path / 'nope'}: no such file or directory"
+    assert not (tmp_path / "out").exists()
+    for flag in ("--outdir", "--cache-dir"):
+        assert main([*base, "--input", str(sample_dirs.faces), "--style", str(sample_dirs.styles),
+                     flag, str(afile)]) == 2
+        assert capsys.readouterr().err.strip() == f"blendgan: error: {afile}: exists and is not a folder"
+
+
+def test_empty_input_folder_is_an_error(golden_ckpts, sample_dirs, tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main(["transfer", "--ckpt", str(golden_ckpts.blendgan), "--psp-encoder", str(golden_ckpts.psp),
+                 "--input", str(tmp_path / "empty"), "--style", str(sample_dirs.styles), "--outdir",
+                 str(tmp_path / "out"), "--quiet", "--device", "cpu"]) == 2
+    assert capsys.readouterr().err.strip() == f"blendgan: error: {tmp_path / 'empty'}: no face images found"
+
+
+def test_sigterm_stops_a_command_like_ctrl_c(capsys):
+    def job(_):
+        os.kill(os.getpid(), signal.SIGTERM)
+        raise AssertionError("SIGTERM did not stop the job")
+    before = signal.getsignal(signal.SIGTERM)
+    with cli.sigterm_as_interrupt():
+        assert cli.run(job, None) == 128 + signal.SIGTERM
+    assert "terminated (finished outputs are kept" in capsys.readouterr().err
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_drop_in_abbreviations_mean_the_official_flags():
+    """argparse prefixes: the official scripts took --style and --p; our extra flags
+    (--styles, --precision) must not make them ambiguous."""
+    a = video_parser().parse_args(["--style", "s", "--input", "f", "--styles", "3"])
+    assert (a.style_img_path, a.input_img_path, a.styles) == ("s", "f", 3)
+    assert pairs_parser().parse_args(["--p", "7"]).pics == 7
+    assert transfer_parser().parse_args(["--style", "s", "--input", "f"]).style_img_path == "s"
+    with pytest.raises(SystemExit):  # a prefix of two of our own flags stays ambiguous
+        video_parser().parse_args(["--style", "s", "--input", "f", "--h", "1"])
+
+
+def test_info_flags_swapped_weight_files(golden_ckpts, tmp_path, capsys):
+    (tmp_path / "blendgan.pt").symlink_to(golden_ckpts.psp)
+    (tmp_path / "psp_encoder.pt").symlink_to(golden_ckpts.blendgan)
+    assert main(["info", "--weights-dir", str(tmp_path)]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if str(tmp_path) in line]
+    assert len(lines) == 2 and all("WRONG FILE" in line for line in lines)

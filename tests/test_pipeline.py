@@ -96,6 +96,8 @@ def test_pairs_checks_given_face_codes(model, tmp_path):
         P.run_pairs(model, tmp_path, pics=3, zs=zs, progress=False)
     with pytest.raises(ValueError, match=r"\[P, 512\]"):
         P.run_pairs(model, tmp_path, pics=1, zs=torch.zeros(2, 256), progress=False)
+    with pytest.raises(ValueError, match="no such file .expected face codes"):
+        P.load_sample_zs(tmp_path / "nope.pt", 1)
 
 
 def test_pairs_batch_size_does_not_change_results(model, tmp_path):
@@ -293,18 +295,19 @@ def test_background_writer_reports_a_failed_write_and_goes_on(tmp_path):
     paths = [tmp_path / f"{i}.png" for i in range(4)]
     with P._BackgroundWriter(report, 2, depth=1) as writer:
         for i, p in enumerate(paths):
-            writer.submit(p, _write_or_fail, p, errno.EACCES if i == 1 else 0)
+            writer.submit(p, _write_or_fail, p, errno.EISDIR if i == 1 else 0)
     assert report.written == [paths[0], paths[2], paths[3]]
     assert [path for path, _ in report.failed] == [str(paths[1])]
     assert "cannot write" in report.failed[0][1] and "\n" not in report.failed[0][1]
 
 
-def test_background_writer_stops_when_the_disk_is_full(tmp_path):
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EACCES])
+def test_background_writer_stops_when_no_output_can_be_written(tmp_path, code):
     report = P.JobReport()
     with pytest.raises(OSError) as excinfo:
         with P._BackgroundWriter(report, 1) as writer:
-            writer.submit(tmp_path / "a.png", _write_or_fail, tmp_path / "a.png", errno.ENOSPC)
-    assert excinfo.value.errno == errno.ENOSPC and "a.png" in str(excinfo.value)
+            writer.submit(tmp_path / "a.png", _write_or_fail, tmp_path / "a.png", code)
+    assert excinfo.value.errno == code and "a.png" in str(excinfo.value)
 
 
 def test_background_writer_lets_the_jobs_own_error_through(tmp_path):

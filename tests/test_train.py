@@ -275,6 +275,32 @@ def test_interrupt_and_resume_continue_exactly(full_run, data, tmp_path):
             assert torch.equal(x[name][k], v), f"{name}.{k}"
 
 
+def test_resume_applies_changed_optimizer_flags_and_keeps_the_cache(full_run, data, tmp_path):
+    """Flags given on resume win over the optimizer state saved with the run (learning rate,
+    and the lazy-regularization correction, which --r1 0 turns off for the discriminators);
+    the run's data cache comes back with the other flags."""
+    import shutil
+    out = tmp_path / "run"
+    shutil.copytree(full_run.out, out)
+    assert train_main(["train", "--resume", str(out), "--kimg", str((STEPS + 1) * 2 / 1000), "--lr", "0.0005",
+                       "--r1", "0", "--quiet"]) == 0
+    ck = torch.load(out / "checkpoints" / "latest.pt", map_location="cpu", weights_only=True)
+    g_ratio = 2 / 3  # --g-reg-every 2 with path regularization on
+    assert ck["step"] == STEPS + 1 and ck["args"]["lr"] == 0.0005
+    assert ck["g_optim"]["param_groups"][0]["lr"] == pytest.approx(0.0005 * g_ratio, rel=1e-12)
+    assert ck["g_optim"]["param_groups"][0]["betas"][1] == pytest.approx(0.99 ** g_ratio, rel=1e-12)
+    assert ck["d_optim"]["param_groups"][0]["lr"] == 0.0005 and ck["d_optim"]["param_groups"][0]["betas"][1] == 0.99
+    assert ck["args"]["cache"] == str(data.cache)
+
+
+def test_checkpoint_pruning_orders_steps_numerically(tmp_path):
+    writer = C.CheckpointWriter(tmp_path, keep=2)
+    for step in (998000, 999000, 1000000, 1001000):  # 1000000.pt sorts before 999000.pt by name
+        writer.save({"step": step}, step)
+    assert sorted(p.name for p in writer.dir.iterdir()) == ["1000000.pt", "1001000.pt", "latest.pt"]
+    assert torch.load(writer.latest, weights_only=True)["step"] == 1001000
+
+
 def test_resume_rejects_other_architecture(full_run):
     status = train_main(["train", "--resume", str(full_run.out), "--outdir", str(full_run.out), "--size", "64",
                          "--quiet"])
@@ -320,10 +346,12 @@ def test_style_encoder_resume_continues(encoder_run, data, tmp_path):
     import shutil
     out = tmp_path / "enc"
     shutil.copytree(encoder_run, out)
-    assert train_main(["train-style-encoder", "--resume", str(out), "--steps", "4", "--quiet"]) == 0
+    assert train_main(["train-style-encoder", "--resume", str(out), "--steps", "4", "--lr", "0.00123",
+                       "--quiet"]) == 0
     assert [r["step"] for r in read_log(out)] == [1, 2, 3, 4]
     ck = torch.load(out / "checkpoints" / "latest.pt", map_location="cpu", weights_only=True)
     assert ck["step"] == 4 and ck["args"]["style_dim"] == 32 and ck["args"]["data"] == str(data.arts)
+    assert ck["optimizer"]["param_groups"][0]["lr"] == 0.00123  # the flag given on resume, not the saved rate
 
 
 def test_style_encoder_needs_data(tmp_path):

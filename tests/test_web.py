@@ -85,6 +85,38 @@ def test_bad_uploads_give_one_line_messages(tmp_path):
         web.decode_upload(wide.tobytes(), "wide.png")
     rgb = web.decode_upload(FACE.read_bytes(), FACE.name)
     assert np.array_equal(rgb, io.read_image(FACE))
+    # a format OpenCV decodes but Pillow cannot size (Radiance HDR) is refused before decoding
+    ok, hdr = cv2.imencode(".hdr", np.zeros((4, 4, 3), np.float32))
+    assert ok and cv2.imdecode(hdr, cv2.IMREAD_COLOR) is not None
+    with pytest.raises(WebError, match=r"big\.hdr: not an image in a supported format"):
+        web.decode_upload(hdr.tobytes(), "big.hdr")
+
+
+def test_result_files_survive_concurrent_sessions(tmp_path, monkeypatch):
+    """Sessions naming results at once: pruning never trips over a file another removed,
+    and never removes a file being written (hidden temporaries)."""
+    import threading
+    monkeypatch.setattr(web, "KEEP_FILES", 4)
+    studio = Studio.__new__(Studio)  # only the file bookkeeping is exercised
+    studio.workdir = tmp_path
+    studio._files_guard = threading.Lock()
+    partial = tmp_path / ".blendgan-0001.part.png"
+    partial.write_bytes(b"being written")
+    errors = []
+
+    def session(k):
+        try:
+            for i in range(60):
+                studio._new_file(f"s{k}_{i}", ".png").write_bytes(b"x")
+        except Exception as exc:  # noqa: BLE001 - any error is the failure
+            errors.append(exc)
+    threads = [threading.Thread(target=session, args=(k,)) for k in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and partial.exists()
+    assert len([p for p in tmp_path.iterdir() if not p.name.startswith(".")]) <= 4 + 2
 
 
 def test_fit_within_keeps_aspect():

@@ -137,7 +137,7 @@ def build(name: str, verbose: bool = False):
 def _compile(name: str, src: Path, out: Path, verbose: bool):
     """Build (or let ninja find up to date) extension ``name`` in ``out`` and load it; a
     failure raises with the compiler's error lines, the full output kept in ``out/build.log``."""
-    from torch.utils import cpp_extension
+    cpp_extension = _import_cpp_extension(quiet=name in CPU_OPS)
     if name in CUDA_OPS and cpp_extension.CUDA_HOME is None:
         raise RuntimeError("no CUDA toolkit found (set CUDA_HOME or put nvcc on PATH)")
     out.mkdir(parents=True, exist_ok=True)
@@ -165,6 +165,20 @@ def _compile(name: str, src: Path, out: Path, verbose: bool):
         with contextlib.suppress(OSError):
             log.write_text(text)
         raise RuntimeError(f"{build_error_summary(text)} (full output: {log})") from None
+
+
+def _import_cpp_extension(quiet: bool):
+    """``torch.utils.cpp_extension``; with ``quiet``, without the warning its first import logs
+    on hosts without a CUDA runtime (irrelevant to a CPU extension)."""
+    logger = logging.getLogger("torch.utils.cpp_extension")
+    level = logger.level
+    if quiet:
+        logger.setLevel(logging.ERROR)
+    try:
+        from torch.utils import cpp_extension
+    finally:
+        logger.setLevel(level)
+    return cpp_extension
 
 
 def build_error_summary(output: str, limit: int = 2) -> str:

@@ -243,6 +243,12 @@ def merge_resumed_args(args: argparse.Namespace, saved: dict, immutable: set[str
     ``args._explicit`` (a namespace built by hand) every attribute counts as given.
     """
     explicit = getattr(args, "_explicit", None)
+    cache = saved.get("cache")
+    if getattr(args, "cache", "") is None and cache and Path(cache).is_dir():
+        # the run's decoded-data cache: without it a resume decodes every image again, and
+        # under DDP recomputes the style table, which can differ in the last bits
+        args.cache = cache
+        log.info("resume: --cache %s (from the checkpoint)", cache)
     for key, value in saved.items():
         if key in RUN_FLAGS or key.startswith("_") or not hasattr(args, key):
             continue
@@ -307,7 +313,7 @@ class CheckpointWriter:
             shutil.copyfile(path, tmp)
         os.replace(tmp, self.latest)
         if self.keep > 0:
-            old = sorted(p for p in self.dir.glob("[0-9]*.pt") if p.stem.isdigit())
+            old = sorted((p for p in self.dir.glob("[0-9]*.pt") if p.stem.isdigit()), key=lambda p: int(p.stem))
             for p in old[:-self.keep]:
                 p.unlink(missing_ok=True)
         return path

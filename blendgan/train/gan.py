@@ -252,11 +252,10 @@ class Trainer:
         self.g_ema.eval().requires_grad_(False)
         self.encoder.eval().requires_grad_(False)
 
-        g_ratio = a.g_reg_every / (a.g_reg_every + 1) if a.path_regularize > 0 else 1.0
-        d_ratio = a.d_reg_every / (a.d_reg_every + 1) if a.r1 > 0 else 1.0
-        self.g_optim = torch.optim.Adam(self.g.parameters(), lr=a.lr * g_ratio, betas=(0.0, 0.99 ** g_ratio))
+        self.g_optim = torch.optim.Adam(self.g.parameters())
         d_params = [p for d in (self.d_face, self.d_style, self.d_proj) for p in d.parameters()]
-        self.d_optim = torch.optim.Adam(d_params, lr=a.lr * d_ratio, betas=(0.0, 0.99 ** d_ratio))
+        self.d_optim = torch.optim.Adam(d_params)
+        self._set_hyperparameters()
         self.g_scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.d_scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
 
@@ -267,6 +266,11 @@ class Trainer:
         # data
         self.faces = open_source(a.faces, a.size, "faces", a.cache, a.workers, env)
         self.styles = open_source(a.styles, a.size, "styles", a.cache, a.workers, env)
+        if len(self.styles) < 2 and a.mismatch_weight > 0:
+            # the only "other" artwork would be the same one: D_proj would be asked to call
+            # one pair both real and fake
+            log.warning("one artwork only: mismatched-pair negatives are off (--mismatch-weight 0)")
+            a.mismatch_weight = 0.0
         self.face_loader = BatchLoader(self.faces, a.batch, env, C.derive_seed(a.seed, "faces"))
         self.style_loader = BatchLoader(self.styles, a.batch, env, C.derive_seed(a.seed, "styles"))
         self.embeds = style_embeddings(self.encoder, self.styles, env, a.cache, a.style_pool)
@@ -326,10 +330,21 @@ class Trainer:
         self.d_style.load_state_dict(saved["d_style"])
         self.d_proj.load_state_dict(saved["d_proj"])
 
+    def _set_hyperparameters(self) -> None:
+        """Adam's learning rate and betas from the flags, corrected for lazy regularization
+        (StyleGAN2: ratio k/(k+1) for a regularizer applied every k steps)."""
+        a = self.args
+        g_ratio = a.g_reg_every / (a.g_reg_every + 1) if a.path_regularize > 0 else 1.0
+        d_ratio = a.d_reg_every / (a.d_reg_every + 1) if a.r1 > 0 else 1.0
+        for optim, ratio in ((self.g_optim, g_ratio), (self.d_optim, d_ratio)):
+            for group in optim.param_groups:
+                group["lr"], group["betas"] = a.lr * ratio, (0.0, 0.99 ** ratio)
+
     def _load_state(self, saved: dict) -> None:
         env = self.env
         self.g_optim.load_state_dict(saved["g_optim"])
         self.d_optim.load_state_dict(saved["d_optim"])
+        self._set_hyperparameters()  # the saved groups carry the old run's; the flags win
         self.g_scaler.load_state_dict(saved["g_scaler"])
         self.d_scaler.load_state_dict(saved["d_scaler"])
         self.pl_mean.fill_(float(saved["pl_mean"]))

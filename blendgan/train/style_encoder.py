@@ -42,6 +42,7 @@ from .data import BatchLoader, ViewConfig, open_source, random_view, to_float
 log = logging.getLogger("blendgan")
 
 FORMAT = "blendgan-style-encoder/1"
+ADAM_BETAS = (0.9, 0.99)
 
 
 class Projector(nn.Sequential):
@@ -152,13 +153,15 @@ def _train(args, env: C.DistEnv, saved: dict | None, resume_path) -> int:
     if env.distributed:
         model = nn.parallel.DistributedDataParallel(
             head, device_ids=[env.device.index] if env.device.type == "cuda" else None)
-    optim = torch.optim.Adam(head.parameters(), lr=args.lr, betas=(0.9, 0.99))
+    optim = torch.optim.Adam(head.parameters(), lr=args.lr, betas=ADAM_BETAS)
 
     source = open_source(args.data, args.load_size or args.size, "styles", args.cache, args.workers, env)
     loader = BatchLoader(source, args.batch, env, args.seed)
     step = 0
     if saved is not None:
         optim.load_state_dict(saved["optimizer"])
+        for group in optim.param_groups:  # the saved group carries the old run's rate; the flags win
+            group["lr"], group["betas"] = args.lr, ADAM_BETAS
         loader.load_state_dict(saved["loader"])
         step = int(saved["step"])
         log.info("resumed %s at step %d", resume_path, step)
