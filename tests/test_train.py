@@ -99,11 +99,13 @@ def test_discriminator_shapes_and_grad():
     e = torch.randn(3, 32)
     out = p(x, e)
     assert out.shape == (3, 1)
-    # projection: l_out(h) + <l_style(e), h>, and e's scale does not matter
-    h = p.features(x)
-    e_n = e * torch.rsqrt(e.pow(2).mean(1, keepdim=True) + 1e-8)
-    torch.testing.assert_close(out, p.final_linear[1](h) + (p.style_proj(e_n) * h).sum(1, keepdim=True))
-    torch.testing.assert_close(p(x, 5 * e), out, rtol=1e-4, atol=1e-5)
+    # the official projection: h = spatial sum of the last conv maps, l_out(h) + <l_style(e), h>
+    h = p.final_conv(minibatch_stddev(p.convs(x), 4, 1)).sum((2, 3))
+    scale_out, scale_style = 1 / math.sqrt(32), 1 / math.sqrt(32)  # fan-ins: C4 = 32, style_dim = 32
+    want = h @ (p.l_out.weight * scale_out).t() + p.l_out.bias
+    want = want + ((e @ (p.l_style.weight * scale_style).t() + p.l_style.bias) * h).sum(1, keepdim=True)
+    torch.testing.assert_close(out, want)
+    assert sorted({k.split(".")[0] for k in p.state_dict()}) == ["convs", "final_conv", "l_out", "l_style"]
     # R1 needs second-order gradients through blur/conv/fused lrelu
     grad, = torch.autograd.grad(d(x).sum(), x, create_graph=True)
     grad.pow(2).sum().backward()

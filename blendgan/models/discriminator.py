@@ -24,7 +24,7 @@ from torch import nn
 
 from ..ops import fused_leaky_relu
 from .generator import channel_table
-from .layers import BLUR_KERNEL, Blur, EqualLinear, FusedLeakyReLU, PixelNorm
+from .layers import BLUR_KERNEL, Blur, EqualLinear, FusedLeakyReLU
 
 
 class EqualConv2d(nn.Module):
@@ -165,14 +165,17 @@ class Discriminator(nn.Module):
         """Width of :meth:`features` (the 4x4 channel count)."""
         return self.channels[4]
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Image [N, 3, size, size] -> penultimate features h [N, C4]."""
+    def trunk(self, x: torch.Tensor) -> torch.Tensor:
+        """Image [N, 3, size, size] -> the last convolution's maps [N, C4, 4, 4]."""
         if x.ndim != 4 or x.shape[1:] != (3, self.size, self.size):
             raise ValueError(f"discriminator input must be [N, 3, {self.size}, {self.size}], got {tuple(x.shape)}")
         out = self.convs(x)
         out = minibatch_stddev(out, self.stddev_group, self.stddev_feat)
-        out = self.final_conv(out)
-        return self.final_linear[0](out.flatten(1))
+        return self.final_conv(out)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Image [N, 3, size, size] -> penultimate features h [N, C4]."""
+        return self.final_linear[0](self.trunk(x).flatten(1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Image [N, 3, size, size] -> realness logit [N, 1]."""
@@ -180,24 +183,30 @@ class Discriminator(nn.Module):
 
 
 class ProjectionDiscriminator(Discriminator):
-    """Style-conditioned discriminator: (image [N, 3, S, S], z_embed [N, style_dim]) -> logit [N, 1].
+    """Style-conditioned discriminator, BlendGAN's official ``ProjectionDiscriminator``:
+    (image [N, 3, S, S], z_embed [N, style_dim]) -> logit [N, 1].
 
-    ``D(x, e) = l_out(h) + sum(l_style(PixelNorm(e)) · h, dim=1)`` with ``h = features(x)``
-    [N, C4] and ``l_out = final_linear[1]``.  The style code is pixel-normalised first, as
-    the generator's style mapping does, so its scale does not matter.
+    ``D(x, e) = l_out(h) + sum(l_style(e) · h, dim=1)`` with ``h`` [N, C4] the last
+    convolution's maps summed over space (no fully connected layer before the projection,
+    unlike :class:`Discriminator`).  Official parameter names: ``convs``, ``final_conv``,
+    ``l_out``, ``l_style``.
     """
 
     def __init__(self, size: int, style_dim: int, channel_multiplier: int = 2,
                  blur_kernel: Sequence[float] = BLUR_KERNEL, channels: Mapping[int, int] | None = None,
                  stddev_group: int = 4, stddev_feat: int = 1):
         super().__init__(size, channel_multiplier, blur_kernel, channels, stddev_group, stddev_feat)
+        del self.final_linear  # the projection head replaces it
         self.style_dim = style_dim
-        self.style_norm = PixelNorm()
-        self.style_proj = EqualLinear(style_dim, self.feature_dim)
+        self.l_out = EqualLinear(self.feature_dim, 1)
+        self.l_style = EqualLinear(style_dim, self.feature_dim)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Image [N, 3, size, size] -> h [N, C4]: the last convolution's maps summed over space."""
+        return self.trunk(x).sum((2, 3))
 
     def forward(self, x: torch.Tensor, z_embed: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         if z_embed.ndim != 2 or z_embed.shape != (x.shape[0], self.style_dim):
             raise ValueError(f"z_embed must be [{x.shape[0]}, {self.style_dim}], got {tuple(z_embed.shape)}")
         h = self.features(x)
-        e = self.style_proj(self.style_norm(z_embed.to(h.dtype)))
-        return self.final_linear[1](h) + (e * h).sum(1, keepdim=True)
+        return self.l_out(h) + (self.l_style(z_embed.to(h.dtype)) * h).sum(1, keepdim=True)

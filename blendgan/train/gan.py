@@ -47,7 +47,7 @@ from .style_encoder import gram_vectors
 
 log = logging.getLogger("blendgan")
 
-FORMAT = "blendgan-train/1"
+FORMAT = "blendgan-train/2"  # 2: d_proj is the official ProjectionDiscriminator
 ARCH_KEYS = frozenset({"size", "style_dim", "n_mlp", "channel_multiplier", "channels"})
 EMBED_BATCH = 16
 
