@@ -219,8 +219,8 @@ def distributed(device: str):
 
 
 def check_paths(a: argparse.Namespace) -> None:
-    """Before a model is loaded: the inputs exist, and the output (and cache) folders can be
-    written, so that a mistake costs no loading time and leaves no folder behind."""
+    """Before a model is loaded: the inputs exist, and the output (and cache) folders exist
+    or are created and can be written, so that such a mistake costs no loading time."""
     from . import io
     for attr in ("input_img_path", "style_img_path", "style_img", "sample_zs"):
         path = getattr(a, attr, None)

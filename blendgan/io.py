@@ -158,12 +158,11 @@ def resize(image: np.ndarray, size: int) -> np.ndarray:
 # -- naming -----------------------------------------------------------------------------------
 def output_stems(paths: Sequence[Path]) -> dict[Path, str]:
     """The name each input contributes to output names: its stem, or its whole file name
-    where several inputs share a stem (``a.jpg`` and ``a.png`` -> ``a.jpg``, ``a.png``),
-    compared case-insensitively as some filesystems do."""
+    where several inputs share a stem (``a.jpg`` and ``a.png`` -> ``a.jpg``, ``a.png``)."""
     counts: dict[str, int] = {}
     for p in paths:
-        counts[p.stem.casefold()] = counts.get(p.stem.casefold(), 0) + 1
-    return {p: p.stem if counts[p.stem.casefold()] == 1 else p.name for p in paths}
+        counts[p.stem] = counts.get(p.stem, 0) + 1
+    return {p: p.stem if counts[p.stem] == 1 else p.name for p in paths}
 
 
 def fit_name(stem: str, suffix: str) -> str:

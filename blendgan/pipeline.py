@@ -102,7 +102,8 @@ class EncodingCache:
             for name, tensor in net.state_dict().items():
                 t = tensor.detach().to("cpu", torch.float32).contiguous()
                 digest.update(f"{name}{tuple(t.shape)}".encode())
-                digest.update(memoryview(t.numpy()).cast("B"))
+                if t.numel():
+                    digest.update(memoryview(t.numpy()).cast("B"))
             self._prints[kind] = digest.hexdigest()[:16]
         return self._prints[kind]
 
@@ -408,12 +409,12 @@ def run_pairs(model: BlendGAN, outdir: str | Path, pics: int = PAIRS_PICS, style
     dim = model.generator.style_dim
     zs = sample_zs(pics, g, dim) if zs is None else face_codes(zs, pics, dim).to(model.device)
     paths = [_out_path(outdir, f"{i:06d}", fmt) for i in range(pics)]
-    present = [not overwrite and p.exists() for p in paths]
-    report.skipped = [p for p, done in zip(paths, present) if done]
     # Batches are fixed by index, not by what is on disk: a resumed or sharded run computes
     # each image in the batch a fresh single-process run computes it in (the same bytes).
-    chunks = [list(range(pics))[sl] for k, sl in enumerate(_batches(pics, batch_size))
-              if shard.mine(k) and not all(present[sl])]
+    mine = [list(range(pics))[sl] for k, sl in enumerate(_batches(pics, batch_size)) if shard.mine(k)]
+    present = {i: not overwrite and paths[i].exists() for chunk in mine for i in chunk}
+    report.skipped = [paths[i] for chunk in mine for i in chunk if present[i]]
+    chunks = [chunk for chunk in mine if not all(present[i] for i in chunk)]
 
     def batches():
         """Per chunk: its indices and the started host copies of both panels."""
@@ -438,13 +439,12 @@ def transfer_outputs(faces: Sequence[Path], styles: Sequence[Path], outdir: Path
                      fmt: str) -> tuple[list[tuple[Path, Path, Path]], list[tuple[Path, Path, Path]]]:
     """Output file of every (face, style) pair: ``{face}_v_{style}.{fmt}`` with the names of
     :func:`io.output_stems` -> ``(pairs, clashes)`` as ``(face, style, output)`` lists.  Pairs
-    whose names coincide ("x_v_y" with "z", "x" with "y_v_z", or names differing only in
-    case) are the ``clashes``: they cannot all be written."""
+    whose names coincide ("x_v_y" with "z" and "x" with "y_v_z") are the ``clashes``: they
+    cannot all be written."""
     face_names, style_names = io.output_stems(faces), io.output_stems(styles)
     planned = [(f, s, _out_path(outdir, f"{face_names[f]}_v_{style_names[s]}", fmt)) for f in faces for s in styles]
-    uses = Counter(p.name.casefold() for _, _, p in planned)
-    return ([t for t in planned if uses[t[2].name.casefold()] == 1],
-            [t for t in planned if uses[t[2].name.casefold()] > 1])
+    uses = Counter(p.name for _, _, p in planned)
+    return [t for t in planned if uses[t[2].name] == 1], [t for t in planned if uses[t[2].name] > 1]
 
 
 @torch.inference_mode()
@@ -466,21 +466,27 @@ def run_transfer(model: BlendGAN, input_dir: str | Path, style_dir: str | Path, 
     report = JobReport()
     cache = EncodingCache(cache_dir, model) if cache_dir else None
     planned, clashes = transfer_outputs(faces, styles, outdir, fmt)
-    for f, s, p in clashes:
+    for f, s, p in clashes if shard.rank == 0 else ():  # reported once, not by every process
         _fail(report, f, ValueError(f"{f} with style {s}: output name {p.name} is shared with another "
                                     "face/style pair; rename one of the inputs"))
+    by_face: dict[Path, list[tuple[Path, Path]]] = {f: [] for f in faces}
+    for f, s, p in planned:
+        by_face[f].append((s, p))
     # Work units are (face, a batch of its styles), fixed by the inputs alone (not by what is
     # on disk), so a resumed or sharded run computes every image in the same batch as a fresh
     # single-process run; a unit is skipped when all of its outputs exist.
     present: set[Path] = set()
     units = []
     for f in faces:
-        outs = [(s, p) for g, s, p in planned if g == f]
+        outs = by_face[f]
         for k, sl in enumerate(_batches(len(outs), batch_size), start=len(units)):
+            if not shard.mine(k):  # another process's unit: its outputs are its business
+                units.append(None)
+                continue
             done = {p for _, p in outs[sl] if not overwrite and p.exists()}
             report.skipped += [p for _, p in outs[sl] if p in done]
             present |= done
-            units.append((f, outs[sl]) if len(done) < len(outs[sl]) and shard.mine(k) else None)
+            units.append((f, outs[sl]) if len(done) < len(outs[sl]) else None)
     units = [u for u in units if u is not None]
 
     def encode(kind: str, path: Path, fn):
@@ -622,7 +628,7 @@ def run_video(model: BlendGAN, input_dir: str | Path, style_dir: str | Path, out
                         writer.write(batch)
         except OSError as exc:  # this video is lost (already cleaned up); the others may still be written
             if exc.errno in FATAL_WRITE_ERRNOS:
-                raise
+                raise OSError(exc.errno, f"{out}: cannot write ({exc.strerror or exc})") from None
             _fail(report, out, OSError(f"{out}: cannot write ({exc.strerror or exc})"))
             continue
         report.written.append(out)

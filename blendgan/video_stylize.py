@@ -344,7 +344,7 @@ def stylize_video_folder(model, input_video: str | os.PathLike, style_dir: str |
             _fail(report, s, exc)
         except OSError as exc:
             if exc.errno in FATAL_WRITE_ERRNOS:
-                raise
+                raise OSError(exc.errno, f"{out}: cannot write ({exc.strerror or exc})") from None
             _fail(report, out, OSError(f"{out}: cannot write ({exc.strerror or exc})"))
     return report
 

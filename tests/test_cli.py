@@ -280,8 +280,9 @@ def test_drop_in_abbreviations_mean_the_official_flags():
     assert (a.style_img_path, a.input_img_path, a.styles) == ("s", "f", 3)
     assert pairs_parser().parse_args(["--p", "7"]).pics == 7
     assert transfer_parser().parse_args(["--style", "s", "--input", "f"]).style_img_path == "s"
-    with pytest.raises(SystemExit):  # a prefix of two of our own flags stays ambiguous
-        video_parser().parse_args(["--style", "s", "--input", "f", "--h", "1"])
+    with pytest.raises(SystemExit) as excinfo:  # a prefix of two of our own flags stays ambiguous
+        video_parser().parse_args(["--style", "s", "--input", "f", "--f", "1"])  # --fps or --frames-per-transition
+    assert excinfo.value.code == 2
 
 
 def test_info_flags_swapped_weight_files(golden_ckpts, tmp_path, capsys):

@@ -173,7 +173,7 @@ def test_read_turns_decoder_exceptions_into_one_line(tmp_path, monkeypatch):
 # -- names ------------------------------------------------------------------------------------
 def test_output_stems_keep_inputs_apart(tmp_path):
     paths = [tmp_path / n for n in ("a.jpg", "a.png", "B.png", "b.jpg", "c.png")]
-    assert list(io.output_stems(paths).values()) == ["a.jpg", "a.png", "B.png", "b.jpg", "c"]
+    assert list(io.output_stems(paths).values()) == ["a.jpg", "a.png", "B", "b", "c"]
 
 
 def test_fit_name_and_temporaries_fit_long_names(tmp_path):

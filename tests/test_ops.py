@@ -533,6 +533,17 @@ def test_cpu_library_is_loaded_only_when_vouched_for(monkeypatch, tmp_path):
     assert _build._load_built_cpu_op("winograd", tmp_path) is not None and loaded == [str(library)]
 
 
+def test_a_built_cpu_library_loads_from_a_read_only_cache(monkeypatch):
+    """Loading what is already built writes nothing: no lock file, no folder."""
+    sentinel = object()
+
+    def no_writes(path):
+        raise PermissionError(13, "Permission denied", str(path))
+    monkeypatch.setattr(_build, "_file_lock", no_writes)
+    monkeypatch.setattr(_build, "_load_built_cpu_op", lambda name, out: sentinel)
+    assert _build.build("winograd") is sentinel
+
+
 def test_build_directory_keys_on_flags_and_get_module_takes_no_lock_once_built(monkeypatch):
     before = _build.build_directory("winograd")
     monkeypatch.setattr(_build, "CPU_CFLAGS", _build.CPU_CFLAGS + ("-march=native",))

@@ -80,6 +80,7 @@ def test_pairs_resumed_and_sharded_runs_write_the_fresh_runs_bytes(model, tmp_pa
     r0 = P.run_pairs(model, shards, shard=P.Shard(0, 2), **kw)
     r1 = P.run_pairs(model, shards, shard=P.Shard(1, 2), **kw)
     assert [p.name for p in r0.written + r1.written] == sorted(fresh)
+    assert not r1.skipped  # the other process's outputs are not this one's to report
     # resume after losing one image of each batch: each is redone in its original batch
     for name in ("000001.png", "000002.png"):
         (shards / name).unlink()
@@ -209,7 +210,8 @@ def test_encoding_cache_keys_on_every_weight_and_checks_entries(model, tmp_path,
         finally:
             with torch.no_grad():
                 p.copy_(saved)
-    assert (P.EncodingCache(tmp_path, model)._fingerprint("face"), cache._fingerprint("style")) == prints
+    again = P.EncodingCache(tmp_path, model)  # restored weights: the same keys again
+    assert (again._fingerprint("face"), again._fingerprint("style")) == prints
     # an entry of the wrong shape is recomputed and replaced, not handed to the job
     code = torch.zeros(1, model.n_latent, 512)
     torch.save(torch.zeros(1, 512), cache.path("face", face))
