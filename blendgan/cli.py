@@ -446,7 +446,9 @@ def run(func, args) -> int:
     try:
         return func(args)
     except (CLIError, CheckpointError, ImageError, ValueError, OSError, AlignmentUnavailable) as exc:
-        print(f"blendgan: error: {exc}", file=sys.stderr)
+        # our OSErrors carry the path in their message: drop the "[Errno N]" prefix
+        own = isinstance(exc, OSError) and exc.filename is None and exc.strerror
+        print(f"blendgan: error: {exc.strerror if own else exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:
         how = "terminated" if isinstance(exc, Terminated) else "interrupted"
