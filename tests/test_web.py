@@ -263,7 +263,7 @@ def test_handlers_turn_failures_into_messages(studio, tmp_path):
     bad.write_bytes(b"GIF89a nonsense")
     with pytest.raises(gr.Error) as err:
         h.face_upload(str(bad))
-    assert err.value.message == "bad.png: not an image, or a format that cannot be decoded"
+    assert err.value.message == "bad.png: not an image in a supported format (PNG, JPEG, WebP, BMP, TIFF)"
     with pytest.raises(gr.Error, match="choose a face first"):
         h.generate(None, None, 6, 1.0, None)
     assert all(v is not None for v in h.maybe_generate(None, None, 6, 1.0, None))  # skips, no error
