@@ -154,6 +154,15 @@ def writer_threads(device: torch.device) -> int:
 FATAL_WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
 
 
+def write_failed(report: JobReport, path: Path, exc: OSError) -> None:
+    """Output ``path`` could not be written: stop the job (one line naming it) when no later
+    output can be written either (:data:`FATAL_WRITE_ERRNOS`), else report it and go on."""
+    reason = f"{path}: cannot write ({exc.strerror or exc})"
+    if exc.errno in FATAL_WRITE_ERRNOS:
+        raise OSError(exc.errno, reason) from None
+    _fail(report, path, OSError(reason))
+
+
 class _BackgroundWriter:
     """Encode and write images on worker threads (OpenCV releases the GIL), at most
     ``depth`` pending (default 4 per thread), so compute and I/O overlap while memory
@@ -181,9 +190,7 @@ class _BackgroundWriter:
         try:
             future.result()
         except OSError as exc:
-            if exc.errno in FATAL_WRITE_ERRNOS:
-                raise OSError(exc.errno, f"{path}: cannot write ({exc.strerror})") from None
-            _fail(self.report, path, OSError(f"{path}: cannot write ({exc.strerror or exc})"))
+            write_failed(self.report, path, exc)
         else:
             self.report.written.append(path)
 
@@ -627,9 +634,7 @@ def run_video(model: BlendGAN, input_dir: str | Path, style_dir: str | Path, out
                     for batch in frames():
                         writer.write(batch)
         except OSError as exc:  # this video is lost (already cleaned up); the others may still be written
-            if exc.errno in FATAL_WRITE_ERRNOS:
-                raise OSError(exc.errno, f"{out}: cannot write ({exc.strerror or exc})") from None
-            _fail(report, out, OSError(f"{out}: cannot write ({exc.strerror or exc})"))
+            write_failed(report, out, exc)
             continue
         report.written.append(out)
     return report

@@ -29,7 +29,7 @@ import torch
 from . import io
 from .io import write_gif  # noqa: F401  (re-exported: part of this module's API)
 from .align import FaceAligner, crop_quad, face_quad, quad_to_image_matrix
-from .pipeline import DEFAULT_BATCH_SIZE, FATAL_WRITE_ERRNOS, TRANSFER_ADD_WEIGHT_INDEX, JobReport, _fail
+from .pipeline import DEFAULT_BATCH_SIZE, TRANSFER_ADD_WEIGHT_INDEX, JobReport, _fail, _inputs, write_failed
 
 log = logging.getLogger("blendgan")
 
@@ -326,9 +326,7 @@ def stylize_video_folder(model, input_video: str | os.PathLike, style_dir: str |
     cannot be read, or an output that cannot be written, is reported and the others go on.
     A video that cannot be read stops the job (:class:`VideoError`)."""
     input_video = Path(input_video)
-    styles = io.list_images(style_dir)
-    if not styles:
-        raise io.ImageError(f"{style_dir}: no style images found")
+    styles = _inputs(style_dir, "style")
     outdir = io.prepare_outdir(outdir)
     names = io.output_stems(styles)
     aligner = (aligner or FaceAligner()).load()  # loaded once for every style
@@ -343,9 +341,7 @@ def stylize_video_folder(model, input_video: str | os.PathLike, style_dir: str |
         except io.ImageError as exc:
             _fail(report, s, exc)
         except OSError as exc:
-            if exc.errno in FATAL_WRITE_ERRNOS:
-                raise OSError(exc.errno, f"{out}: cannot write ({exc.strerror or exc})") from None
-            _fail(report, out, OSError(f"{out}: cannot write ({exc.strerror or exc})"))
+            write_failed(report, out, exc)
     return report
 
 

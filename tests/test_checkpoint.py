@@ -65,32 +65,31 @@ def test_bare_state_dict_and_wrapped_keys(golden_ckpts, g_sd, tmp_path):
     assert torch.equal(ck.generator.add_weight, g_sd["add_weight"])
 
 
+def refused(sd: dict, path) -> CheckpointError:
+    """The error of loading generator state dict ``sd`` saved (as 'g_ema') to ``path``."""
+    torch.save({"g_ema": sd}, path)
+    with pytest.raises(CheckpointError) as e:
+        load_generator(path)
+    return e.value
+
+
 def test_missing_key_is_one_line(g_sd, tmp_path):
     path = tmp_path / "missing.pt"
     sd = dict(g_sd)
     del sd["convs.3.conv.weight"]
-    torch.save({"g_ema": sd}, path)
-    with pytest.raises(CheckpointError) as e:
-        load_generator(path)
-    assert_one_line(e.value, str(path), "missing 1 key", "convs.3.conv.weight")
+    assert_one_line(refused(sd, path), str(path), "missing 1 key", "convs.3.conv.weight")
 
 
 def test_wrong_shape_is_one_line(g_sd, tmp_path):
     path = tmp_path / "shape.pt"
-    sd = dict(g_sd)
-    sd["conv1.activate.bias"] = torch.zeros(7)
-    torch.save({"g_ema": sd}, path)
-    with pytest.raises(CheckpointError) as e:
-        load_generator(path)
-    assert_one_line(e.value, str(path), "conv1.activate.bias", "(7,)", "(512,)")
+    sd = dict(g_sd) | {"conv1.activate.bias": torch.zeros(7)}
+    assert_one_line(refused(sd, path), str(path), "conv1.activate.bias", "(7,)", "(512,)")
 
 
 def test_unexpected_key_is_one_line(g_sd, tmp_path):
     path = tmp_path / "extra.pt"
-    torch.save({"g_ema": dict(g_sd) | {"bogus.weight": torch.zeros(1)}}, path)
-    with pytest.raises(CheckpointError) as e:
-        load_generator(path)
-    assert_one_line(e.value, str(path), "unexpected", "bogus.weight")
+    assert_one_line(refused(dict(g_sd) | {"bogus.weight": torch.zeros(1)}, path), str(path), "unexpected",
+                    "bogus.weight")
 
 
 def test_truncated_file(golden_ckpts, tmp_path):
@@ -130,33 +129,22 @@ def test_training_checkpoint_with_argparse_options_loads(g_sd, tmp_path):
 
 def test_integer_tensor_in_a_float_slot_is_one_line(g_sd, tmp_path):
     path = tmp_path / "ints.pt"
-    sd = dict(g_sd)
-    sd["conv1.activate.bias"] = torch.zeros(512, dtype=torch.int64)
-    torch.save({"g_ema": sd}, path)
-    with pytest.raises(CheckpointError) as e:
-        load_generator(path)
-    assert_one_line(e.value, str(path), "conv1.activate.bias", "torch.int64", "wrong kind")
+    sd = dict(g_sd) | {"conv1.activate.bias": torch.zeros(512, dtype=torch.int64)}
+    assert_one_line(refused(sd, path), str(path), "conv1.activate.bias", "torch.int64", "wrong kind")
 
 
 def test_nan_weights_are_refused(g_sd, tmp_path):
     """Damaged bytes in a well-formed file: the images would be black, so the file is refused."""
     path = tmp_path / "nan.pt"
-    sd = dict(g_sd)
-    bad = sd["convs.3.conv.weight"].clone()
+    bad = g_sd["convs.3.conv.weight"].clone()
     bad.view(-1)[12345] = float("nan")
-    sd["convs.3.conv.weight"] = bad
-    torch.save({"g_ema": sd}, path)
-    with pytest.raises(CheckpointError) as e:
-        load_generator(path)
-    assert_one_line(e.value, str(path), "NaN or infinite", "convs.3.conv.weight")
+    sd = dict(g_sd) | {"convs.3.conv.weight": bad}
+    assert_one_line(refused(sd, path), str(path), "NaN or infinite", "convs.3.conv.weight")
 
 
 def test_non_string_key_is_one_line(g_sd, tmp_path):
     path = tmp_path / "intkey.pt"
-    torch.save({"g_ema": dict(g_sd) | {7: torch.zeros(1)}}, path)
-    with pytest.raises(CheckpointError) as e:
-        load_generator(path)
-    assert_one_line(e.value, str(path), "key 7")
+    assert_one_line(refused(dict(g_sd) | {7: torch.zeros(1)}, path), str(path), "key 7")
 
 
 def test_missing_file_says_how_to_get_weights(tmp_path):

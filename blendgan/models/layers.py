@@ -35,7 +35,17 @@ def _format_of(x: torch.Tensor) -> torch.memory_format:
         else torch.contiguous_format
 
 
-class WinogradConv2d(nn.Conv2d):
+class _HoldsWinogradWeight(nn.Module):
+    """A module keeping a :class:`winograd.TransformedWeight` as ``_winograd``: moving or
+    casting the module drops the transformed copy of the old weight instead of keeping it
+    alive until the next call."""
+
+    def _apply(self, fn, *args, **kwargs):
+        self._winograd.clear()
+        return super()._apply(fn, *args, **kwargs)
+
+
+class WinogradConv2d(_HoldsWinogradWeight, nn.Conv2d):
     """``nn.Conv2d`` (same parameters and state-dict keys) whose CPU float32 inference takes
     the Winograd F(4x4, 3x3) path for 'same' 3x3 convolutions with stride 1, at least
     :data:`WINOGRAD_MIN_CHANNELS` input channels and maps from :data:`WINOGRAD_MIN_SIZE_PLAIN`
@@ -48,10 +58,6 @@ class WinogradConv2d(nn.Conv2d):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._winograd = winograd.TransformedWeight(winograd.transform_weight)
-
-    def _apply(self, fn, *args, **kwargs):
-        self._winograd.clear()  # moved or cast: the transformed copy of the old weight goes
-        return super()._apply(fn, *args, **kwargs)
 
     def uses_winograd(self, x: torch.Tensor) -> bool:
         return (self.kernel_size == (3, 3) and self.stride == (1, 1) and self.padding == (1, 1)
@@ -139,7 +145,7 @@ class Upsample(nn.Module):
         return upfirdn2d(x, self.kernel, up=self.factor, down=1, pad=self.pad)
 
 
-class ModulatedConv2d(nn.Module):
+class ModulatedConv2d(_HoldsWinogradWeight):
     """Style-modulated convolution (StyleGAN2), optionally with 2x upsampling.
 
     ``x`` [N, in, H, W], ``style`` [N, style_dim] -> [N, out, H', W'] (H' = 2H with
@@ -166,10 +172,6 @@ class ModulatedConv2d(nn.Module):
         self.weight = nn.Parameter(torch.randn(1, out_channel, in_channel, kernel_size, kernel_size))
         self.modulation = EqualLinear(style_dim, in_channel, bias_init=1)
         self._winograd = winograd.TransformedWeight(self._transform_weight)
-
-    def _apply(self, fn, *args, **kwargs):
-        self._winograd.clear()  # moved or cast: the transformed copy of the old weight goes
-        return super()._apply(fn, *args, **kwargs)
 
     def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
         n, c, h, w = x.shape
