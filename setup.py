@@ -2,7 +2,7 @@
 import re
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
 HERE = Path(__file__).parent
 VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / "blendgan" / "__init__.py").read_text()).group(1)
@@ -37,7 +37,7 @@ setup(
     long_description_content_type="text/markdown",
     license="MIT",
     python_requires=">=3.9",
-    packages=["blendgan", "blendgan.ops", "blendgan.models", "blendgan.train", "blendgan._op_src"],
+    packages=find_packages(include=["blendgan", "blendgan.*"]) + ["blendgan._op_src"],
     package_dir={"blendgan._op_src": "op"},
     package_data={"blendgan._op_src": ["*.cpp", "*.cu", "*.cuh", "*.h"]},
     install_requires=REQUIRES,

@@ -13,6 +13,7 @@ damaged file gives one line naming the file and what is wrong.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import pickle
 import re
@@ -22,6 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .errors import CheckpointError
 from .models import Generator, PSPEncoder
 
 # The one table of key renamings applied on load: (pattern, replacement).  Official files
@@ -32,10 +34,6 @@ KEY_RENAMES = (
 )
 
 GET_WEIGHTS_HINT = "get the official weights with `blendgan download` (see pretrained_models/README.md)"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be used; the message is one line naming the file."""
 
 
 @dataclass(frozen=True)
@@ -86,15 +84,33 @@ def load_file(path: str | os.PathLike) -> object:
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (truncated or corrupt?): {first}") from None
 
 
+def canonical_key(key: str) -> str:
+    """A state-dict key with the renamings of :data:`KEY_RENAMES` applied."""
+    for pattern, repl in KEY_RENAMES:
+        key = pattern.sub(repl, key)
+    return key
+
+
 def _rename(sd: dict, path) -> dict:
     out = {}
     for key, value in sd.items():
         if not isinstance(key, str):
             raise CheckpointError(f"{path}: state dict key {key!r} is a {type(key).__name__}, expected a name")
-        for pattern, repl in KEY_RENAMES:
-            key = pattern.sub(repl, key)
-        out[key] = value
+        out[canonical_key(key)] = value
     return out
+
+
+def weights_fingerprint(module: nn.Module, salt: str = "", length: int = 16) -> str:
+    """Hex digest (``length`` characters) of every tensor of ``module``'s state dict: names,
+    shapes and float32 values, after ``salt``.  Equal weights give equal prints on any device
+    and in any dtype that holds them exactly."""
+    digest = hashlib.sha256(salt.encode())
+    for name, tensor in module.state_dict().items():
+        t = tensor.detach().to("cpu", torch.float32).contiguous()
+        digest.update(f"{name}{tuple(t.shape)}".encode())
+        if t.numel():
+            digest.update(memoryview(t.numpy()).cast("B"))
+    return digest.hexdigest()[:length]
 
 
 def _as_state_dict(obj, path, container_keys: tuple[str, ...], probe: str) -> tuple[dict, dict]:

@@ -31,16 +31,13 @@ from typing import Callable, Iterable, NamedTuple
 import torch
 
 from . import checkpoint
+from .errors import CheckpointError, DownloadError
 
 DRIVE_HOST = "drive.google.com"
 DRIVE_PORT = 443
 INSTALL_HINT = 'pip install "blendgan[download]"'
 
 Fetch = Callable[[str, Path], None]
-
-
-class DownloadError(RuntimeError):
-    """A file could not be fetched or is not what it should be; the message is one line."""
 
 
 # -- validators: path -> one-line summary, raising CheckpointError -------------------------
@@ -50,7 +47,7 @@ def _validate_blendgan(path: Path) -> str:
     ck = checkpoint.load_generator(path)
     c = ck.config
     if not c.style_encoder:
-        raise checkpoint.CheckpointError(f"{path}: BlendGAN generator without a style encoder "
+        raise CheckpointError(f"{path}: BlendGAN generator without a style encoder "
                                          "('embedder.*' weights); the official blendgan.pt has one")
     return (f"BlendGAN generator {c.size}px, channel multiplier {c.channel_multiplier}, "
             f"latent_avg {'yes' if ck.latent_avg is not None else 'no'}")
@@ -80,13 +77,13 @@ def _validate_style_encoder(path: Path) -> str:
     """``style_encoder.pt``: any non-empty dict holding tensors (its inner layout may vary)."""
     obj = checkpoint.load_file(path)
     if not isinstance(obj, dict):
-        raise checkpoint.CheckpointError(f"{path}: expected a dict of tensors, found {type(obj).__name__}")
+        raise CheckpointError(f"{path}: expected a dict of tensors, found {type(obj).__name__}")
     if not obj:
-        raise checkpoint.CheckpointError(f"{path}: is an empty dict, expected style encoder weights")
+        raise CheckpointError(f"{path}: is an empty dict, expected style encoder weights")
     n, values = _count_tensors(obj)
     if n == 0:
         keys = ", ".join(repr(k) for k in list(obj)[:5])
-        raise checkpoint.CheckpointError(f"{path}: holds no tensors (top-level keys: {keys})")
+        raise CheckpointError(f"{path}: holds no tensors (top-level keys: {keys})")
     return f"style encoder weights, {n} tensors, {values / 1e6:.1f}M values"
 
 
@@ -122,7 +119,7 @@ def _log(message: str) -> None:
 
 # -- network --------------------------------------------------------------------------------
 
-def _probe_target() -> tuple[str, int]:
+def probe_target() -> tuple[str, int]:
     """Where the first connection goes: Google Drive, or the HTTPS proxy when one is set."""
     proxy = urllib.request.getproxies().get("https")
     if proxy and not urllib.request.proxy_bypass(DRIVE_HOST):
@@ -137,7 +134,7 @@ def check_connectivity(timeout: float = 10.0) -> None:
 
     Raises :class:`OSError` when it cannot: no network, DNS failure, firewall, time-out.
     """
-    host, port = _probe_target()
+    host, port = probe_target()
     with socket.create_connection((host, port), timeout=timeout):
         pass
 
@@ -192,14 +189,14 @@ def _check(name: str, path: Path) -> str:
     with open(path, "rb") as f:
         head = f.read(512).lstrip().lower()
     if head.startswith((b"<!doctype html", b"<html")):
-        raise checkpoint.CheckpointError(f"{path}: is an HTML page, not a checkpoint (Google Drive "
+        raise CheckpointError(f"{path}: is an HTML page, not a checkpoint (Google Drive "
                                          "quota exceeded or access denied?)")
     try:
         return FILES[name].validate(path)
-    except checkpoint.CheckpointError:
+    except CheckpointError:
         raise
     except Exception as exc:  # torch's unpickler can fail in other ways on garbage input
-        raise checkpoint.CheckpointError(f"{path}: not a readable PyTorch checkpoint (truncated or "
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (truncated or "
                                          f"corrupt?): {_first_line(exc)}") from None
 
 
@@ -228,7 +225,7 @@ def _fetch_one(name: str, dest: Path, fetch: Fetch, overwrite: bool) -> Path:
                             f"fetch it manually from {url} into {dest}/")
     try:
         summary = _check(name, part)
-    except checkpoint.CheckpointError as exc:
+    except CheckpointError as exc:
         os.replace(part, invalid)
         raise DownloadError(f"{final}: downloaded file is not a valid {filename}: "
                             f"{_strip_path(str(exc), part)} (kept as {invalid})") from None
@@ -274,7 +271,7 @@ def download(dest_dir: str | os.PathLike = "pretrained_models",
         if path.exists() and not overwrite:
             try:
                 summary = _check(name, path)
-            except (checkpoint.CheckpointError, OSError) as exc:
+            except (CheckpointError, OSError) as exc:
                 _log(f"{FILES[name].filename}: present but not valid ({_strip_path(str(exc), path)}); "
                      "downloading it again")
             else:
@@ -293,7 +290,7 @@ def download(dest_dir: str | os.PathLike = "pretrained_models",
         try:
             check_connectivity(timeout)
         except OSError as exc:
-            host, port = _probe_target()
+            host, port = probe_target()
             raise DownloadError(f"cannot reach {host}:{port} within {timeout:g}s "
                                 f"({_first_line(exc)}): no network? Retry when online, "
                                 f"{_manual_hint(todo, dest)}") from None

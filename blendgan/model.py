@@ -1,91 +1,24 @@
 """The public model: ``BlendGAN.from_pretrained(...)`` and its tensor-level methods."""
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import os
 
 import torch
 from torch import nn
 
 from . import checkpoint as ckpt_io
+from . import defaults
+from .errors import CheckpointError, UsageError
 from .models import Generator, PSPEncoder
-
-DEFAULT_TRUNCATION = 0.75
-DEFAULT_TRUNCATION_MEAN = 4096
-MEAN_LATENT_SEED = 0
-
-
-def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
-    """``'auto'``/None -> CUDA when available, else CPU; anything else as given."""
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-#: Compute precisions -> weight/activation dtype.  ``tf32`` keeps float32 tensors and lets
-#: CUDA convolutions and matmuls use TF32 tensor cores (see :func:`configure_backends`).
-PRECISIONS = {"fp32": torch.float32, "tf32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def resolve_dtype(dtype: torch.dtype | str) -> torch.dtype:
-    """``'fp32'``/``'tf32'``/``'bf16'``/``'fp16'`` (or a torch dtype) -> torch dtype."""
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {dtype!r}")
-    return PRECISIONS[dtype]
-
-
-def configure_backends(precision: str) -> None:
-    """Set this process's ``torch.backends`` switches for a job at ``precision``.
-
-    * TF32 on for ``'tf32'``, off otherwise.  PyTorch lets cuDNN convolutions use TF32 by
-      default, which moves CUDA float32 outputs about 1e-3 away from the official ones;
-      ``'fp32'`` means strict float32.
-    * cuDNN autotuning on: a job runs the same few shapes many times, and the default
-      heuristics pick very slow algorithms for some of the generator's convolutions.
-    * The C allocator keeps freed memory for reuse (:func:`keep_freed_memory`).
-
-    These settings are process-wide, so only entry points that own the process call this
-    (the ``blendgan`` commands, the benchmark); library calls leave them as the caller set them.
-    """
-    enabled = precision == "tf32"
-    torch.backends.cudnn.allow_tf32 = enabled
-    torch.backends.cuda.matmul.allow_tf32 = enabled
-    torch.backends.cudnn.benchmark = True
-    keep_freed_memory()
-
-
-#: glibc ``mallopt`` parameters (malloc.h)
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
-
-
-def keep_freed_memory() -> bool:
-    """Let glibc's allocator serve large tensors from its heap and keep freed memory there.
-
-    By default glibc maps every block over 32 MiB afresh and unmaps it when freed, so each
-    large activation costs a page fault per 4 KiB page on every use.  Raising the mmap and
-    trim thresholds to 1 GiB and 2 GiB makes freed blocks reusable: on the 2-core development
-    VM a 256-px job of 24 pairs spent 1.4 s in the kernel instead of 9.3 s and ran 12 % faster
-    (30.1 -> 26.5 s) for 8 % more peak memory.  Process-wide, so only entry points call it;
-    returns whether the allocator took the settings (False off glibc).
-    """
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return False
-    mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
-    return bool(mallopt(_M_MMAP_THRESHOLD, 1 << 30)) and bool(mallopt(_M_TRIM_THRESHOLD, (1 << 31) - 1))
+from .runtime import resolve_device, resolve_dtype
 
 
 def _check_image(x: torch.Tensor, what: str) -> None:
     if not isinstance(x, torch.Tensor) or x.ndim != 4 or x.shape[1] != 3:
         shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-        raise ValueError(f"{what} must be a [N, 3, H, W] tensor in [-1, 1], got {shape}")
+        raise UsageError(f"{what} must be a [N, 3, H, W] tensor in [-1, 1], got {shape}")
     if not x.is_floating_point():  # uint8 pixels would be read as values far outside [-1, 1]
-        raise ValueError(f"{what} must be a floating-point tensor in [-1, 1] (see blendgan.io.to_tensor), "
+        raise UsageError(f"{what} must be a floating-point tensor in [-1, 1] (see blendgan.io.to_tensor), "
                          f"got {x.dtype}")
 
 
@@ -94,7 +27,7 @@ def _match_batch(x: torch.Tensor, n: int, what: str) -> torch.Tensor:
         return x
     if x.shape[0] == 1:
         return x.expand(n, *x.shape[1:])
-    raise ValueError(f"{what} has batch {x.shape[0]}, expected 1 or {n}")
+    raise UsageError(f"{what} has batch {x.shape[0]}, expected 1 or {n}")
 
 
 class BlendGAN(nn.Module):
@@ -163,7 +96,7 @@ class BlendGAN(nn.Module):
     @property
     def default_truncation(self) -> float:
         """The checkpoint's ``truncation`` entry when present, else 0.75."""
-        return DEFAULT_TRUNCATION if self.stored_truncation is None else self.stored_truncation
+        return defaults.TRUNCATION if self.stored_truncation is None else self.stored_truncation
 
     # -- encoders --------------------------------------------------------------------------
     def _encoder_input(self, x: torch.Tensor) -> torch.Tensor:
@@ -175,7 +108,7 @@ class BlendGAN(nn.Module):
         """Style image [N, 3, H, W] in [-1, 1] (any H, W) -> z_embed [N, 512]."""
         _check_image(style, "style")
         if not self.has_style_encoder:
-            raise RuntimeError("this checkpoint has no style encoder ('embedder.*' weights)")
+            raise CheckpointError("this checkpoint has no style encoder ('embedder.*' weights)")
         return self.generator.embedder(self._encoder_input(style))
 
     def encode_face(self, face: torch.Tensor) -> torch.Tensor:
@@ -186,14 +119,14 @@ class BlendGAN(nn.Module):
         return self.psp(self._encoder_input(face))
 
     # -- latents ---------------------------------------------------------------------------
-    def mean_latent(self, n: int = DEFAULT_TRUNCATION_MEAN, *, generator: torch.Generator) -> torch.Tensor:
+    def mean_latent(self, n: int = defaults.TRUNCATION_MEAN, *, generator: torch.Generator) -> torch.Tensor:
         """Mean of ``n`` mapped random z: [1, 512].  Draws ``randn(n, 512)`` from ``generator``."""
         if not isinstance(generator, torch.Generator):
-            raise TypeError("mean_latent needs a torch.Generator (e.g. blendgan.pipeline.make_generator(seed, device))")
+            raise TypeError("mean_latent needs a torch.Generator (e.g. blendgan.runtime.make_generator(seed, device))")
         z = torch.randn(n, self.generator.style_dim, generator=generator, device=self.device).to(self.dtype)
         return self.generator.mapping(z).mean(0, keepdim=True)
 
-    def truncation_latent(self, n: int = DEFAULT_TRUNCATION_MEAN,
+    def truncation_latent(self, n: int = defaults.TRUNCATION_MEAN,
                           generator: torch.Generator | None = None) -> torch.Tensor:
         """Centre of truncation [1, 512]: the checkpoint's ``latent_avg`` when present.
 
@@ -205,7 +138,7 @@ class BlendGAN(nn.Module):
         if generator is not None:
             return self.mean_latent(n, generator=generator)
         if self._mean_latent is None or self._mean_latent.device != self.device:
-            g = torch.Generator(device=self.device).manual_seed(MEAN_LATENT_SEED)
+            g = torch.Generator(device=self.device).manual_seed(defaults.MEAN_LATENT_SEED)
             self._mean_latent = self.mean_latent(n, generator=g)
         return self._mean_latent
 
@@ -223,9 +156,14 @@ class BlendGAN(nn.Module):
             w = avg + t * (w - avg)
         return w
 
+    def face_w_plus(self, z: torch.Tensor, truncation: float | None = None,
+                    truncation_latent: torch.Tensor | None = None) -> torch.Tensor:
+        """:meth:`face_w` broadcast to every layer: z [N, 512] -> W+ [N, n_latent, 512] (a view)."""
+        return self.face_w(z, truncation, truncation_latent).unsqueeze(1).expand(-1, self.n_latent, -1)
+
     def _check_index(self, add_weight_index: int | None) -> None:
         if add_weight_index is not None and not 0 <= add_weight_index <= self.n_latent:
-            raise ValueError(f"add_weight_index must be in 0..{self.n_latent} (or None), got {add_weight_index}")
+            raise UsageError(f"add_weight_index must be in 0..{self.n_latent} (or None), got {add_weight_index}")
 
     def blend(self, w_plus: torch.Tensor, z_embed: torch.Tensor | None,
               add_weight_index: int | None = None) -> torch.Tensor:
@@ -266,15 +204,14 @@ class BlendGAN(nn.Module):
         as the official scripts) or ``'random'`` (drawn from ``generator``).
         """
         if (z is None) == (w_plus is None):
-            raise ValueError("give exactly one of z or w_plus")
+            raise UsageError("give exactly one of z or w_plus")
         if z is not None:
             if z.ndim != 2 or z.shape[1] != self.generator.style_dim:
-                raise ValueError(f"z must be [N, {self.generator.style_dim}], got {tuple(z.shape)}")
-            w = self.face_w(z, truncation, truncation_latent)
-            w_plus = w.unsqueeze(1).expand(-1, self.n_latent, -1)
+                raise UsageError(f"z must be [N, {self.generator.style_dim}], got {tuple(z.shape)}")
+            w_plus = self.face_w_plus(z, truncation, truncation_latent)
         else:
             if w_plus.ndim != 3 or w_plus.shape[1:] != (self.n_latent, self.generator.style_dim):
-                raise ValueError(f"w_plus must be [N, {self.n_latent}, {self.generator.style_dim}], "
+                raise UsageError(f"w_plus must be [N, {self.n_latent}, {self.generator.style_dim}], "
                                  f"got {tuple(w_plus.shape)}")
             w_plus = w_plus.to(self.device, self.dtype)
             if truncation is not None and truncation < 1:
@@ -285,8 +222,8 @@ class BlendGAN(nn.Module):
             noises = None
         elif noise == "random":
             if generator is None:
-                raise ValueError("noise='random' needs a generator (a torch.Generator on the model's device)")
+                raise UsageError("noise='random' needs a generator (a torch.Generator on the model's device)")
             noises = self.generator.random_noise(w_plus.shape[0], generator)
         else:
-            raise ValueError(f"noise must be 'stored' or 'random', got {noise!r}")
+            raise UsageError(f"noise must be 'stored' or 'random', got {noise!r}")
         return self.synthesis(w_plus, noises)

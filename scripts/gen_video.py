@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Drop-in for the official BlendGAN `gen_video.py`: same flags, same defaults, same output names.
 
-Run `python scripts/gen_video.py --help`; the work is done by `blendgan.scripts.gen_video`.
+Run `python scripts/gen_video.py --help`; the work is done by `blendgan.cli.official.gen_video`.
 """
 import sys
 from pathlib import Path
@@ -11,7 +11,7 @@ try:
 except ImportError:  # running from a checkout without `pip install`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from blendgan.scripts import entry
+from blendgan.cli.official import entry
 
 if __name__ == "__main__":
     entry("gen_video")

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Drop-in for the official BlendGAN `generate_image_pairs.py`: same flags, same defaults, same output names.
 
-Run `python scripts/generate_image_pairs.py --help`; the work is done by `blendgan.scripts.generate_image_pairs`.
+Run `python scripts/generate_image_pairs.py --help`; the work is done by `blendgan.cli.official.generate_image_pairs`.
 """
 import sys
 from pathlib import Path
@@ -11,7 +11,7 @@ try:
 except ImportError:  # running from a checkout without `pip install`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from blendgan.scripts import entry
+from blendgan.cli.official import entry
 
 if __name__ == "__main__":
     entry("generate_image_pairs")

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @contextlib.contextmanager
 def saved_backend_flags():
     """Restore, on leaving, the process-wide ``torch.backends`` switches that
-    ``blendgan.model.configure_backends`` sets (TF32 for cuDNN and cuBLAS, cuDNN autotuning)."""
+    ``blendgan.runtime.configure_backends`` sets (TF32 for cuDNN and cuBLAS, cuDNN autotuning)."""
     flags = torch.backends.cudnn, torch.backends.cuda.matmul
     saved = flags[0].allow_tf32, flags[1].allow_tf32, flags[0].benchmark
     try:

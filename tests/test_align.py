@@ -4,7 +4,6 @@ job (no face, several faces, resume) and the ``align`` subcommand.
 Photos: scikit-image's astronaut (public domain, see test_imgs/README.md).  Tests needing
 dlib skip without the ``align`` extra; the geometry tests run everywhere.
 """
-import argparse
 import sys
 from pathlib import Path
 
@@ -13,7 +12,8 @@ import numpy as np
 import pytest
 
 from blendgan import align as A
-from blendgan import io
+from blendgan import io, jobs
+from blendgan.cli import main
 
 S = 256  # crop size of the dlib tests (landmarks are re-detected on the crops)
 
@@ -90,18 +90,15 @@ def test_needs_alignment():
 def test_missing_extra_is_one_line(monkeypatch, capsys, tmp_path):
     """Without dlib: a one-line error with the install command, exit status 2."""
     monkeypatch.setitem(sys.modules, "dlib", None)  # makes `import dlib` fail
-    A._load_models.cache_clear()
+    A.load_models.cache_clear()
     try:
         with pytest.raises(A.AlignmentUnavailable, match=r'pip install "blendgan\[align\]"'):
             A.FaceAligner().load()
-        parser = argparse.ArgumentParser()
-        A.add_subparser(parser.add_subparsers())
-        args = parser.parse_args(["align", str(tmp_path), str(tmp_path / "out")])
-        assert args.func(args) == 2
+        assert main(["align", str(tmp_path), str(tmp_path / "out")]) == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and 'pip install "blendgan[align]"' in err
     finally:
-        A._load_models.cache_clear()
+        A.load_models.cache_clear()
 
 
 # -- with dlib ------------------------------------------------------------------------------------
@@ -113,7 +110,7 @@ def test_landmarks_match_hand_measured(aligner, astronaut):
     faces = aligner.landmarks(astronaut)
     assert len(faces) == 1  # the HOG detector also fires on the mission patch; the CNN check drops it
     assert len(aligner.detect(astronaut, verify=False)) >= 2
-    # pupils and mouth corners measured by hand (scripts/make_test_imgs.py)
+    # pupils and mouth corners measured by hand (tools/make_test_imgs.py)
     hand = np.array([(204, 102), (246, 104), ((203 + 243) / 2, (140 + 141) / 2)])
     assert np.abs(eyes_mouth(faces[0]) - hand).max() < 4
 
@@ -149,16 +146,16 @@ def test_align_path_no_face_all_faces_resume(aligner, astronaut, tmp_path, caplo
     io.write_image(src / "c_flat.png", np.full((120, 160, 3), 128, np.uint8))
     (src / "d_broken.jpg").write_bytes(b"not an image")
     io.write_image(src / "e_two.jpg", io.hstack([astronaut, astronaut[:, ::-1]]))
-    r = A.align_path(src, out, size=128, progress=False, aligner=aligner)
+    r = jobs.align_path(src, out, size=128, progress=False, aligner=aligner)
     assert sorted(p.name for p in r.written) == ["a_face.png", "e_two.png"]
     assert [(Path(p).name, "\n" in why) for p, why in r.failed] == [
         ("b_noise.png", False), ("c_flat.png", False), ("d_broken.jpg", False)]
     assert "b_noise.png: no face found" in r.failed[0][1]
     assert io.read_image(out / "a_face.png").shape == (128, 128, 3)
     # rerun: skipped; --all-faces with --overwrite: both faces of the pair, largest first
-    r = A.align_path(src, out, size=128, progress=False, aligner=aligner)
+    r = jobs.align_path(src, out, size=128, progress=False, aligner=aligner)
     assert not r.written and len(r.skipped) == 2
-    r = A.align_path(src / "e_two.jpg", out, size=128, all_faces=True, overwrite=True, progress=False,
+    r = jobs.align_path(src / "e_two.jpg", out, size=128, all_faces=True, overwrite=True, progress=False,
                      aligner=aligner)
     assert [p.name for p in r.written] == ["e_two.png", "e_two_1.png"]
     one, two = io.read_image(out / "e_two.png"), io.read_image(out / "e_two_1.png")
@@ -167,22 +164,19 @@ def test_align_path_no_face_all_faces_resume(aligner, astronaut, tmp_path, caplo
 
 
 def test_align_subcommand(aligner, astronaut, tmp_path, capsys):
-    from blendgan.cli import run
-    parser = argparse.ArgumentParser(prog="blendgan")
-    A.add_subparser(parser.add_subparsers(dest="command", required=True))
+    from blendgan.cli import build_parser
+    parser = build_parser()
     io.write_image(tmp_path / "face.jpg", astronaut)
     io.write_image(tmp_path / "flat.png", np.full((64, 64, 3), 90, np.uint8))
-    args = parser.parse_args(["align", str(tmp_path), str(tmp_path / "out"), "--size", "96", "--format", "jpg",
-                              "--quiet"])
-    assert run(args.func, args) == 1  # one image without a face
+    assert main(["align", str(tmp_path), str(tmp_path / "out"), "--size", "96", "--format", "jpg",
+                 "--quiet"]) == 1  # one image without a face
     assert io.read_image(tmp_path / "out" / "face.jpg").shape == (96, 96, 3)
     err = capsys.readouterr().err
     assert "flat.png: no face found" in err
-    args = parser.parse_args(["align", str(tmp_path / "face.jpg"), str(tmp_path / "out2"), "--all-faces",
-                              "--size", "64", "--quiet"])
-    assert run(args.func, args) == 0 and (tmp_path / "out2" / "face.png").exists()
-    args = parser.parse_args(["align", str(tmp_path / "missing"), str(tmp_path / "out3"), "--quiet"])
-    assert run(args.func, args) == 2
+    assert main(["align", str(tmp_path / "face.jpg"), str(tmp_path / "out2"), "--all-faces", "--size", "64",
+                 "--quiet"]) == 0 and (tmp_path / "out2" / "face.png").exists()
+    capsys.readouterr()
+    assert main(["align", str(tmp_path / "missing"), str(tmp_path / "out3"), "--quiet"]) == 2
     assert capsys.readouterr().err.strip().count("\n") == 0
     with pytest.raises(SystemExit):
         parser.parse_args(["align", "a", "b", "--size", "8"])

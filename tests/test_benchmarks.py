@@ -8,7 +8,7 @@ from tests.conftest import ROOT
 
 def test_benchmark_vs_official_refuses_a_folder_without_the_official_scripts(tmp_path):
     (tmp_path / "model.py").write_text("")
-    res = subprocess.run([sys.executable, "scripts/benchmark_vs_official.py", "--official", str(tmp_path),
+    res = subprocess.run([sys.executable, "tools/benchmark_vs_official.py", "--official", str(tmp_path),
                           "--ckpt-dir", str(tmp_path), "--size", "256"],
                          cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert res.returncode == 2
@@ -16,7 +16,7 @@ def test_benchmark_vs_official_refuses_a_folder_without_the_official_scripts(tmp
 
 
 def test_benchmark_vs_official_knows_every_precision():
-    res = subprocess.run([sys.executable, "scripts/benchmark_vs_official.py", "--help"],
+    res = subprocess.run([sys.executable, "tools/benchmark_vs_official.py", "--help"],
                          cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert res.returncode == 0
     for variant in ("fp32", "fp32c", "tf32", "bf16", "bf16c", "fp16", "fp16c"):
@@ -24,13 +24,13 @@ def test_benchmark_vs_official_knows_every_precision():
 
 
 def test_gpu_checks_script_parses():
-    res = subprocess.run(["bash", "-n", "scripts/gpu_checks.sh"], cwd=ROOT, capture_output=True, text=True)
+    res = subprocess.run(["bash", "-n", "tools/gpu_checks.sh"], cwd=ROOT, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
 
 
 def test_benchmark_winograd_times_every_layer_and_reports_the_rule():
     import json
-    res = subprocess.run([sys.executable, "scripts/benchmark_winograd.py", "--size", "16", "--batch", "1",
+    res = subprocess.run([sys.executable, "tools/benchmark_winograd.py", "--size", "16", "--batch", "1",
                           "--reps", "1"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
     report = json.loads(res.stdout.strip().splitlines()[-1])
@@ -42,7 +42,7 @@ def test_benchmark_winograd_times_every_layer_and_reports_the_rule():
 
 def test_benchmark_winograd_encoders_finds_every_conv_shape_and_the_rule():
     import json
-    res = subprocess.run([sys.executable, "scripts/benchmark_winograd.py", "--encoders", "--batch", "1",
+    res = subprocess.run([sys.executable, "tools/benchmark_winograd.py", "--encoders", "--batch", "1",
                           "--reps", "1"], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr
     rows = json.loads(res.stdout.strip().splitlines()[-1])["rows"]

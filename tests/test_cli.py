@@ -11,7 +11,7 @@ import pytest
 from blendgan import io
 from blendgan import cli
 from blendgan.cli import main
-from blendgan.scripts import (gen_video, generate_image_pairs, pairs_parser, style_transfer_folder,
+from blendgan.cli.official import (gen_video, generate_image_pairs, pairs_parser, style_transfer_folder,
                               transfer_parser, video_parser)
 from tests.conftest import ROOT, saved_backend_flags
 
@@ -182,7 +182,7 @@ def test_commands_keep_freed_memory_for_reuse():
     faults: whether the kernel refaults kept pages depends on the machine (a CI VM did)."""
     code = textwrap.dedent("""
         import ctypes, sys, torch
-        from blendgan.model import keep_freed_memory
+        from blendgan.runtime import keep_freed_memory
         class MallInfo2(ctypes.Structure):
             _fields_ = [(name, ctypes.c_size_t) for name in
                         "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
@@ -206,7 +206,7 @@ def test_commands_keep_freed_memory_for_reuse():
 
 
 def test_keep_freed_memory_is_harmless_without_glibc(monkeypatch):
-    from blendgan import model
+    from blendgan import runtime as model
 
     def no_libc(*args, **kwargs):
         raise OSError("no C library here")

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from blendgan.pipeline import Shard
+from blendgan.runtime import Shard
 from tests.conftest import ROOT
 
 

@@ -141,9 +141,9 @@ def test_no_network_fails_fast_with_one_line(tmp_path, fake_gdown, monkeypatch):
 def test_probe_goes_through_an_https_proxy(monkeypatch):
     monkeypatch.setattr(dl.urllib.request, "getproxies", lambda: {"https": "http://proxy.example:3128"})
     monkeypatch.setattr(dl.urllib.request, "proxy_bypass", lambda host: False)
-    assert dl._probe_target() == ("proxy.example", 3128)
+    assert dl.probe_target() == ("proxy.example", 3128)
     monkeypatch.setattr(dl.urllib.request, "getproxies", lambda: {})
-    assert dl._probe_target() == ("drive.google.com", 443)
+    assert dl.probe_target() == ("drive.google.com", 443)
 
 
 # -- the gdown-based fetch ----------------------------------------------------------------

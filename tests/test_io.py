@@ -151,7 +151,7 @@ def test_read_refuses_images_too_large_from_their_header(tmp_path, monkeypatch):
     fine = tmp_path / "fine.png"
     cv2_write(fine, rgb_pattern(20, 30))
     assert io.read_image(fine).shape == (20, 30, 3)
-    monkeypatch.setattr(io, "MAX_IMAGE_PIXELS", 599)
+    monkeypatch.setattr(io.images, "MAX_IMAGE_PIXELS", 599)
     with pytest.raises(io.ImageError, match="too large"):
         io.read_image(fine)
 
@@ -163,7 +163,7 @@ def test_read_turns_decoder_exceptions_into_one_line(tmp_path, monkeypatch):
     def boom(*args):
         raise cv2.error("OpenCV(5.0.0) imgcodecs/loadsave.cpp:77: error: (-215:Assertion failed)\n"
                         "pixels <= CV_IO_MAX_IMAGE_PIXELS in function 'validateInputImageSize'\n")
-    monkeypatch.setattr(io.cv2, "imdecode", boom)
+    monkeypatch.setattr(io.images.cv2, "imdecode", boom)
     with pytest.raises(io.ImageError) as excinfo:
         io.read_image(path)
     _assert_one_line_naming(excinfo, path)
@@ -354,7 +354,7 @@ def test_write_image_encode_failure_leaves_nothing(tmp_path, monkeypatch):
     def boom(image, fmt="jpg"):
         raise RuntimeError("encoder exploded")
 
-    monkeypatch.setattr(io, "encode_image", boom)
+    monkeypatch.setattr(io.images, "encode_image", boom)
     target = tmp_path / "out" / "x.png"
     with pytest.raises(RuntimeError, match="encoder exploded"):
         io.write_image(target, rgb_pattern())

@@ -84,8 +84,8 @@ def test_modulated_conv_paths_agree(kernel, upsample, demodulate):
     style = torch.randn(3, 8, generator=gen)
     with torch.no_grad():
         s = layer.modulation(style)
-        shared = layer._forward_shared(x, s)
-        grouped = layer._forward_grouped(x, s)
+        shared = layer.forward_shared(x, s)
+        grouped = layer.forward_grouped(x, s)
         full = layer(x, style)
         single = torch.cat([layer(x[i:i + 1], style[i:i + 1]) for i in range(3)])
         want = independent_modconv(layer.double(), x.double(), style.double())
@@ -215,8 +215,8 @@ def test_modulated_conv_demodulation_normalises_weights():
     x = torch.randn(2, 4, 5, 5, generator=gen)
     s = torch.rand(2, 4, generator=gen) + 0.5
     with torch.no_grad():
-        a = layer._forward_shared(x, s)
-        b = layer._forward_shared(x, s * 7.0)
+        a = layer.forward_shared(x, s)
+        b = layer.forward_shared(x, s * 7.0)
     assert rel_err(a, b) < 1e-5
 
 

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from blendgan import ops
-from blendgan.ops import (_build, fused_bias_act, fused_bias_act_ref, fused_leaky_relu, upfirdn2d, upfirdn2d_ref,
+from blendgan.ops import (extensions, fused_bias_act, fused_bias_act_ref, fused_leaky_relu, upfirdn2d, upfirdn2d_ref,
                           winograd)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -169,7 +169,7 @@ def test_upfirdn2d_rejects_bad_inputs(x_shape, f_shape, kwargs, match):
 # -- backend selection ------------------------------------------------------------------------
 def test_forced_ref_mode(monkeypatch):
     monkeypatch.setenv("BLENDGAN_OPS", "ref")
-    assert _build.mode() == "ref"
+    assert extensions.mode() == "ref"
     info = ops.backend_info()
     assert set(info) == {"bias_act", "upfirdn2d"}
     assert all(v.startswith("ref") and "BLENDGAN_OPS=ref" in v for v in info.values())
@@ -184,13 +184,13 @@ def test_forced_ref_mode(monkeypatch):
 @pytest.mark.parametrize("value", ["CUDA ", " Ref", ""])
 def test_mode_is_case_and_space_insensitive(monkeypatch, value):
     monkeypatch.setenv("BLENDGAN_OPS", value)
-    assert _build.mode() == (value.strip().lower() or "auto")
+    assert extensions.mode() == (value.strip().lower() or "auto")
 
 
 def test_invalid_mode_raises_naming_variable(monkeypatch):
     monkeypatch.setenv("BLENDGAN_OPS", "fast")
     with pytest.raises(ValueError, match="BLENDGAN_OPS") as excinfo:
-        _build.mode()
+        extensions.mode()
     assert "fast" in str(excinfo.value)
     with pytest.raises(ValueError, match="BLENDGAN_OPS"):
         ops.backend_info()
@@ -201,12 +201,12 @@ def test_cpu_only_backend_info_and_no_build(monkeypatch, tmp_path):
     cache = tmp_path / "ops-cache"
     monkeypatch.setenv("BLENDGAN_CACHE_DIR", str(cache))
     monkeypatch.delenv("BLENDGAN_OPS", raising=False)
-    assert _build.cache_root() == cache
+    assert extensions.cache_root() == cache
 
     def no_build(name, verbose=False):
         raise AssertionError(f"a build of {name!r} was attempted on a CPU-only machine")
 
-    monkeypatch.setattr(_build, "build", no_build)
+    monkeypatch.setattr(extensions, "build", no_build)
     for kwargs in ({}, {"build_now": True}):
         info = ops.backend_info(**kwargs)
         assert set(info) == {"bias_act", "upfirdn2d"}
@@ -218,7 +218,7 @@ def test_cpu_only_backend_info_and_no_build(monkeypatch, tmp_path):
     fused_bias_act(x, torch.zeros(2))
     fused_leaky_relu(x)
     assert not cache.exists()
-    assert "bias_act" not in _build._modules and "upfirdn2d" not in _build._modules
+    assert "bias_act" not in extensions.modules and "upfirdn2d" not in extensions.modules
 
 
 def test_import_compiles_nothing(tmp_path):
@@ -363,8 +363,8 @@ def _native_conv3x3():
     """conv3x3 through the C++ extension (built here on first use), in inference."""
     if shutil.which(os.environ.get("CXX", "c++")) is None:
         pytest.skip("no C++ compiler: the C++ Winograd transforms cannot be built")
-    module = _build.get_module("winograd")
-    assert module is not None, f"the C++ Winograd extension did not build: {_build._failures.get('winograd')}"
+    module = extensions.get_module("winograd")
+    assert module is not None, f"the C++ Winograd extension did not build: {extensions.failures.get('winograd')}"
 
     def run(*args, **kwargs):
         with torch.no_grad():
@@ -466,27 +466,27 @@ def test_winograd_native_and_ref_agree_and_refuse_autograd(monkeypatch):
 def test_winograd_falls_back_when_the_extension_cannot_build(monkeypatch):
     """A failed C++ build warns once with the reason and every call still computes, on the
     PyTorch path; BLENDGAN_OPS=ref never tries to build."""
-    monkeypatch.setattr(_build, "_modules", {})
-    monkeypatch.setattr(_build, "_failures", {})
+    monkeypatch.setattr(extensions, "modules", {})
+    monkeypatch.setattr(extensions, "failures", {})
     calls = []
 
     def broken(name, verbose=False):
         calls.append(name)
         raise RuntimeError("no compiler here")
 
-    monkeypatch.setattr(_build, "build", broken)
+    monkeypatch.setattr(extensions, "build", broken)
     x, wt = torch.randn(1, 4, 8, 8), winograd.transform_weight(torch.randn(3, 4, 3, 3))
     monkeypatch.setenv("BLENDGAN_OPS", "ref")
     with torch.no_grad():
         want = winograd.conv3x3(x, wt)
-    assert calls == [] and "BLENDGAN_OPS=ref" in _build.cpu_backend_info()
+    assert calls == [] and "BLENDGAN_OPS=ref" in extensions.cpu_backend_info()
     monkeypatch.delenv("BLENDGAN_OPS")
     with torch.no_grad(), pytest.warns(RuntimeWarning, match="no compiler here"):
         got = winograd.conv3x3(x, wt)
     with torch.no_grad():
         winograd.conv3x3(x, wt)
     assert calls == ["winograd"] and torch.equal(got, want)
-    assert "build failed" in _build.cpu_backend_info() and "no compiler here" in _build.cpu_backend_info()
+    assert "build failed" in extensions.cpu_backend_info() and "no compiler here" in extensions.cpu_backend_info()
 
 
 NINJA_FAILURE = """Error building extension 'blendgan_winograd': [1/2] c++ -MMD -c winograd_cpu.cpp -O3
@@ -501,17 +501,17 @@ ninja: build stopped: subcommand failed.
 
 def test_build_errors_name_the_compiler_error_and_keep_the_log(monkeypatch, tmp_path):
     from torch.utils import cpp_extension
-    assert _build.build_error_summary(NINJA_FAILURE) == (
+    assert extensions.build_error_summary(NINJA_FAILURE) == (
         "/src/op/winograd_cpu.cpp:34:1: error: expected ',' or ';' before 'namespace'; "
         "/src/op/winograd_cpu.cpp:90:5: error: 'band' was not declared in this scope")
-    assert _build.build_error_summary("ninja: build stopped: subcommand failed.") == \
+    assert extensions.build_error_summary("ninja: build stopped: subcommand failed.") == \
         "ninja: build stopped: subcommand failed."
 
     def fail(**kwargs):
         raise RuntimeError(NINJA_FAILURE)
     monkeypatch.setattr(cpp_extension, "load", fail)
     with pytest.raises(RuntimeError) as excinfo:
-        _build._compile("winograd", _build.source_dir(), tmp_path, False)
+        extensions.compile_extension("winograd", extensions.source_dir(), tmp_path, False)
     message = str(excinfo.value)
     assert "\n" not in message and "34:1: error: expected ','" in message and str(tmp_path / "build.log") in message
     assert (tmp_path / "build.log").read_text() == NINJA_FAILURE
@@ -524,13 +524,13 @@ def test_cpu_library_is_loaded_only_when_vouched_for(monkeypatch, tmp_path):
     monkeypatch.setattr(torch.ops, "load_library", lambda path: loaded.append(path))
     library = tmp_path / "blendgan_winograd.so"
     library.write_bytes(b"\x7fELF" + bytes(5000))
-    assert _build._load_built_cpu_op("winograd", tmp_path) is None      # never vouched for
-    _build._vouch(library)
+    assert extensions.load_built_cpu_op("winograd", tmp_path) is None      # never vouched for
+    extensions.vouch(library)
     with open(library, "r+b") as f:
         f.truncate(3000)                                                # cut after the link
-    assert _build._load_built_cpu_op("winograd", tmp_path) is None and loaded == []
-    _build._vouch(library)
-    assert _build._load_built_cpu_op("winograd", tmp_path) is not None and loaded == [str(library)]
+    assert extensions.load_built_cpu_op("winograd", tmp_path) is None and loaded == []
+    extensions.vouch(library)
+    assert extensions.load_built_cpu_op("winograd", tmp_path) is not None and loaded == [str(library)]
 
 
 def test_a_built_cpu_library_loads_from_a_read_only_cache(monkeypatch):
@@ -539,15 +539,15 @@ def test_a_built_cpu_library_loads_from_a_read_only_cache(monkeypatch):
 
     def no_writes(path):
         raise PermissionError(13, "Permission denied", str(path))
-    monkeypatch.setattr(_build, "_file_lock", no_writes)
-    monkeypatch.setattr(_build, "_load_built_cpu_op", lambda name, out: sentinel)
-    assert _build.build("winograd") is sentinel
+    monkeypatch.setattr(extensions, "file_lock", no_writes)
+    monkeypatch.setattr(extensions, "load_built_cpu_op", lambda name, out: sentinel)
+    assert extensions.build("winograd") is sentinel
 
 
 def test_build_directory_keys_on_flags_and_get_module_takes_no_lock_once_built(monkeypatch):
-    before = _build.build_directory("winograd")
-    monkeypatch.setattr(_build, "CPU_CFLAGS", _build.CPU_CFLAGS + ("-march=native",))
-    assert _build.build_directory("winograd") != before
+    before = extensions.build_directory("winograd")
+    monkeypatch.setattr(extensions, "CPU_CFLAGS", extensions.CPU_CFLAGS + ("-march=native",))
+    assert extensions.build_directory("winograd") != before
 
     class Refuse:
         def __enter__(self):
@@ -556,9 +556,9 @@ def test_build_directory_keys_on_flags_and_get_module_takes_no_lock_once_built(m
         def __exit__(self, *exc):
             return False
     sentinel = object()
-    monkeypatch.setattr(_build, "_modules", {"winograd": sentinel})
-    monkeypatch.setattr(_build, "_lock", Refuse())
-    assert _build.get_module("winograd") is sentinel
+    monkeypatch.setattr(extensions, "modules", {"winograd": sentinel})
+    monkeypatch.setattr(extensions, "lock", Refuse())
+    assert extensions.get_module("winograd") is sentinel
 
 
 def test_winograd_rejects_what_it_cannot_do():

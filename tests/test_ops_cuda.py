@@ -1,4 +1,4 @@
-"""Tests of our CUDA ops (``blendgan.ops._bias_act_cuda`` / ``_upfirdn2d_cuda``).
+"""Tests of our CUDA ops (``blendgan.ops.bias_act_cuda`` / ``upfirdn2d_cuda``).
 
 * ``test_build_extensions`` (slow): compiles both extensions with nvcc in a subprocess.
   It needs no GPU (the architectures come from TORCH_CUDA_ARCH_LIST) and never touches
@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from blendgan.ops import _bias_act_cuda, _build, _upfirdn2d_cuda
+from blendgan.ops import bias_act_cuda, extensions, upfirdn2d_cuda
 from blendgan.ops import fused_bias_act, fused_bias_act_ref, upfirdn2d, upfirdn2d_ref
 
 REPO = Path(__file__).resolve().parents[1]
@@ -89,10 +89,10 @@ def test_build_extensions(tmp_path):
     })
     script = textwrap.dedent("""
         import time
-        from blendgan.ops import _build
+        from blendgan.ops import extensions
         for name, funcs in (("bias_act", ("forward", "backward")), ("upfirdn2d", ("upfirdn2d",))):
             start = time.perf_counter()
-            module = _build.build(name, verbose=True)
+            module = extensions.build(name, verbose=True)
             missing = [f for f in funcs if not hasattr(module, f)]
             assert not missing, (name, missing)
             print(f"BUILT {name} in {time.perf_counter() - start:.1f}s: {module.__file__}", flush=True)
@@ -107,9 +107,9 @@ def test_build_extensions(tmp_path):
 
 
 def test_nothing_compiles_at_import():
-    script = ("from blendgan.ops import _build, _bias_act_cuda, _upfirdn2d_cuda\n"
+    script = ("from blendgan.ops import extensions, bias_act_cuda, upfirdn2d_cuda\n"
               "import blendgan.ops\n"
-              "assert not _build._modules and not _build._failures\n")
+              "assert not extensions.modules and not extensions.failures\n")
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
     proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
@@ -141,7 +141,7 @@ def check_bias_act(shape, dim, act, alpha, gain, with_bias, dtype, device, tol):
         second = torch.autograd.grad(loss, [g] + inputs, allow_unused=True)
         return [y, *grads, *_zeros_for_none(second, [g] + inputs)]
 
-    ours = run(_bias_act_cuda.bias_act, dtype)
+    ours = run(bias_act_cuda.bias_act, dtype)
     ref = run(fused_bias_act_ref, torch.float64)
     names = ["y", "grad_x", "grad_b", "dd_g", "dd_x", "dd_b"] if with_bias else ["y", "grad_x", "dd_g", "dd_x"]
     for name, a, r in zip(names, ours, ref):
@@ -168,7 +168,7 @@ def check_upfirdn2d(shape, up, down, pad, f, dtype, device, tol):
         dd_g, dd_x = torch.autograd.grad((gx * h).sum(), (g, x), allow_unused=True)
         return [y, gx, dd_g, torch.zeros_like(x) if dd_x is None else dd_x]
 
-    ours = run(_upfirdn2d_cuda.upfirdn2d, dtype)
+    ours = run(upfirdn2d_cuda.upfirdn2d, dtype)
     ref = run(upfirdn2d_ref, torch.float64)
     for name, a, r in zip(["y", "grad_x", "dd_g", "dd_x"], ours, ref):
         assert a.dtype == dtype and a.shape == r.shape, (name, a.shape, r.shape)
@@ -228,7 +228,7 @@ def test_bias_act_autograd_cpu(shape, dim, act, alpha, gain, with_bias):
     x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
     b = torch.randn(shape[dim], dtype=torch.float64, requires_grad=True) if with_bias else None
     inputs = (x, b) if with_bias else (x,)
-    fn = lambda *t: _bias_act_cuda.bias_act(t[0], t[1] if with_bias else None, act, alpha, gain, dim)
+    fn = lambda *t: bias_act_cuda.bias_act(t[0], t[1] if with_bias else None, act, alpha, gain, dim)
     assert torch.autograd.gradcheck(fn, inputs)
     assert torch.autograd.gradgradcheck(fn, inputs)
 
@@ -241,7 +241,7 @@ def test_upfirdn2d_autograd_cpu(shape, up, down, pad, fshape):
     small = (1, 2) + tuple(min(s, 7) for s in shape[2:])
     if (small[2] * up[1] + pad[2] + pad[3] - fshape[0]) >= 0 and (small[3] * up[0] + pad[0] + pad[1] - fshape[1]) >= 0:
         x = torch.randn(small, dtype=torch.float64, requires_grad=True)
-        fn = lambda t: _upfirdn2d_cuda.upfirdn2d(t, f, up, down, pad)
+        fn = lambda t: upfirdn2d_cuda.upfirdn2d(t, f, up, down, pad)
         assert torch.autograd.gradcheck(fn, (x,))
         assert torch.autograd.gradgradcheck(fn, (x,))
 
@@ -249,19 +249,19 @@ def test_upfirdn2d_autograd_cpu(shape, up, down, pad, fshape):
 def test_upfirdn2d_filter_gradient_falls_back_to_reference():
     x = torch.randn(1, 2, 6, 6, dtype=torch.float64)
     f = _filter(4, 4).requires_grad_()
-    (gf,) = torch.autograd.grad(_upfirdn2d_cuda.upfirdn2d(x, f, (2, 2), (1, 1), (2, 1, 2, 1)).sum(), f)
+    (gf,) = torch.autograd.grad(upfirdn2d_cuda.upfirdn2d(x, f, (2, 2), (1, 1), (2, 1, 2, 1)).sum(), f)
     (rf,) = torch.autograd.grad(upfirdn2d_ref(x, f, 2, 1, (2, 1)).sum(), f)
     torch.testing.assert_close(gf, rf)
 
 
 def test_opcheck_cpu():
     x = torch.randn(2, 3, 4, 5, requires_grad=True)
-    torch.library.opcheck(_bias_act_cuda._bias_act_op, (x, torch.randn(3, requires_grad=True), 2, 0.2, SQRT2, 1))
-    torch.library.opcheck(_bias_act_cuda._bias_act_op, (x, None, 0, 0.0, 1.0, 3))
-    torch.library.opcheck(_bias_act_cuda._bias_act_grad_op,
+    torch.library.opcheck(bias_act_cuda.bias_act_op, (x, torch.randn(3, requires_grad=True), 2, 0.2, SQRT2, 1))
+    torch.library.opcheck(bias_act_cuda.bias_act_op, (x, None, 0, 0.0, 1.0, 3))
+    torch.library.opcheck(bias_act_cuda.bias_act_grad_op,
                           (torch.randn(2, 3, 4, 5, requires_grad=True), torch.randn(2, 3, 4, 5),
                            torch.randn(3), 2, 0.2, -1.0, 1, 2))
-    torch.library.opcheck(_upfirdn2d_cuda._upfirdn2d_op,
+    torch.library.opcheck(upfirdn2d_cuda.upfirdn2d_op,
                           (torch.randn(2, 3, 5, 6, requires_grad=True), torch.randn(4, 4), 2, 2, 1, 1, 2, 1, 2, 1))
 
 
@@ -284,9 +284,9 @@ def test_torch_compile_public_ops_cpu():
 
 
 def _custom_op_block(x, b, k):
-    y = _bias_act_cuda.bias_act(x, b, "lrelu", 0.2, SQRT2, 1)
-    y = _upfirdn2d_cuda.upfirdn2d(y, k, (1, 1), (1, 1), (1, 1, 1, 1))
-    return _upfirdn2d_cuda.upfirdn2d(y, k * 4, (2, 2), (1, 1), (2, 1, 2, 1))
+    y = bias_act_cuda.bias_act(x, b, "lrelu", 0.2, SQRT2, 1)
+    y = upfirdn2d_cuda.upfirdn2d(y, k, (1, 1), (1, 1), (1, 1, 1, 1))
+    return upfirdn2d_cuda.upfirdn2d(y, k * 4, (2, 2), (1, 1), (2, 1, 2, 1))
 
 
 def test_torch_compile_custom_ops_fullgraph_cpu():
@@ -310,8 +310,8 @@ def cuda_ops():
     from torch.utils import cpp_extension
     if cpp_extension.CUDA_HOME is None:
         pytest.skip("no CUDA toolkit to build the extensions")
-    modules = {name: _build.get_module(name) for name in ("bias_act", "upfirdn2d")}
-    failed = {name: _build._failures.get(name) for name, m in modules.items() if m is None}
+    modules = {name: extensions.get_module(name) for name in ("bias_act", "upfirdn2d")}
+    failed = {name: extensions.failures.get(name) for name, m in modules.items() if m is None}
     assert not failed, f"CUDA extensions failed to build: {failed}"
     return modules
 
@@ -339,7 +339,7 @@ def test_bias_act_cuda_bfloat16_and_mixed_bias(cuda_ops):
     check_bias_act((4, 16, 9, 9), 1, "lrelu", 0.2, SQRT2, True, torch.bfloat16, "cuda", TOL[torch.bfloat16])
     x = torch.randn(2, 8, 5, 5, device="cuda", dtype=torch.float16)
     b = torch.randn(8, device="cuda", dtype=torch.float32)  # fp32 parameter, fp16 activations
-    out = _bias_act_cuda.bias_act(x, b, "lrelu", 0.2, SQRT2, 1)
+    out = bias_act_cuda.bias_act(x, b, "lrelu", 0.2, SQRT2, 1)
     assert out.dtype == torch.float16
     assert rel_err(out, fused_bias_act_ref(x.double(), b.half().double())) < TOL[torch.float16]
 
@@ -358,7 +358,7 @@ def test_upfirdn2d_cuda_blur_kernel_bfloat16_and_layouts(cuda_ops):
                     TOL[torch.bfloat16])
     x = torch.randn(2, 6, 16, 16, device="cuda").to(memory_format=torch.channels_last)
     f = BLUR.cuda()
-    torch.testing.assert_close(_upfirdn2d_cuda.upfirdn2d(x, f, (2, 2), (1, 1), (2, 1, 2, 1)),
+    torch.testing.assert_close(upfirdn2d_cuda.upfirdn2d(x, f, (2, 2), (1, 1), (2, 1, 2, 1)),
                                upfirdn2d_ref(x.double(), f.double(), 2, 1, (2, 1)).float(),
                                rtol=1e-5, atol=1e-5)
 
@@ -369,7 +369,7 @@ def test_bias_act_cuda_gradcheck(cuda_ops, act, alpha, gain):
     gen = torch.Generator(device="cuda").manual_seed(0)
     x = torch.randn(2, 3, 4, 5, device="cuda", dtype=torch.float64, generator=gen, requires_grad=True)
     b = torch.randn(3, device="cuda", dtype=torch.float64, generator=gen, requires_grad=True)
-    fn = lambda x, b: _bias_act_cuda.bias_act(x, b, act, alpha, gain, 1)
+    fn = lambda x, b: bias_act_cuda.bias_act(x, b, act, alpha, gain, 1)
     assert torch.autograd.gradcheck(fn, (x, b))
     assert torch.autograd.gradgradcheck(fn, (x, b))
 
@@ -385,7 +385,7 @@ def test_upfirdn2d_cuda_gradcheck(cuda_ops, shape, up, down, pad, fshape):
     up, down, pad = _up_down_pad(up, down, pad)
     x = torch.randn(shape, device="cuda", dtype=torch.float64, requires_grad=True)
     f = _filter(*fshape).cuda()
-    fn = lambda t: _upfirdn2d_cuda.upfirdn2d(t, f, up, down, pad)
+    fn = lambda t: upfirdn2d_cuda.upfirdn2d(t, f, up, down, pad)
     assert torch.autograd.gradcheck(fn, (x,))
     assert torch.autograd.gradgradcheck(fn, (x,))
 

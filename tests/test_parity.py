@@ -9,7 +9,7 @@ import contextlib
 import pytest
 import torch
 
-from blendgan.model import configure_backends
+from blendgan.runtime import configure_backends
 from tests.conftest import saved_backend_flags
 
 TOL = 1e-4
@@ -127,10 +127,10 @@ def cuda_model(golden_ckpts):
 def test_cuda_uses_our_kernels(cuda_model):
     """With a toolkit present, the CUDA path must be our kernels, not a silent fallback."""
     from torch.utils import cpp_extension
-    from blendgan.ops import _build
+    from blendgan.ops import extensions
     if cpp_extension.CUDA_HOME is None:
         pytest.skip("no CUDA toolkit to build the extensions")
-    info = _build.backend_info(build_now=True)
+    info = extensions.backend_info(build_now=True)
     assert all(v.startswith("cuda (built") for v in info.values()), info
 
 

@@ -26,9 +26,12 @@ import torch
 from blendgan import BlendGAN
 from blendgan.models import Generator
 from blendgan.models.discriminator import Discriminator, ProjectionDiscriminator, minibatch_stddev
-from blendgan.train import build_parser, gan
+from blendgan.cli import build_parser
+from blendgan.cli import main as train_main
+from blendgan.errors import TrainError
+from blendgan.runtime import DistEnv
 from blendgan.train import common as C
-from blendgan.train import main as train_main
+from blendgan.train import gan
 from blendgan.train.data import BatchLoader, IndexStream, ViewConfig, load_square, open_source, random_view
 from blendgan.train.style_encoder import nt_xent
 
@@ -135,7 +138,7 @@ def test_discriminator_sizes_match_config_f():
 def test_nt_xent_prefers_matching_views():
     g = torch.Generator().manual_seed(0)
     a = torch.randn(4, 8, generator=g)
-    env = C.DistEnv()
+    env = DistEnv()
     good, acc = nt_xent(a, a + 0.01 * torch.randn(4, 8, generator=g), 0.2, env)
     bad, _ = nt_xent(a, a.roll(1, 0), 0.2, env)
     assert good < bad and acc == 1.0
@@ -146,7 +149,7 @@ def test_index_stream_and_loader_resume(data):
     s = IndexStream(5, seed=1, name="x")
     first = s.take(7)
     assert sorted(first[:5].tolist()) == list(range(5))
-    env = C.DistEnv()
+    env = DistEnv()
     src = open_source(data.faces, 16, "faces", None, 1, env)
     a = BatchLoader(src, 3, env, seed=4)
     batches = [a.next().indices.tolist() for _ in range(4)]
@@ -157,22 +160,22 @@ def test_index_stream_and_loader_resume(data):
     c.load_state_dict(state)
     assert [c.next().indices.tolist() for _ in range(3)] == batches[1:]
     # two processes share the stream and split each global batch
-    r0 = BatchLoader(src, 2, C.DistEnv(rank=0, world=2), seed=4).next().indices.tolist()
-    r1 = BatchLoader(src, 2, C.DistEnv(rank=1, world=2), seed=4).next().indices.tolist()
+    r0 = BatchLoader(src, 2, DistEnv(rank=0, world=2), seed=4).next().indices.tolist()
+    r1 = BatchLoader(src, 2, DistEnv(rank=1, world=2), seed=4).next().indices.tolist()
     assert r0 + r1 == BatchLoader(src, 4, env, seed=4).next().indices.tolist()
     for loader in (a, b, c):
         loader.close()
 
 
 def test_cache_matches_decoding(data, tmp_path):
-    env = C.DistEnv()
+    env = DistEnv()
     lazy = open_source(data.faces, 32, "faces", None, 2, env)
     cached = open_source(data.faces, 32, "faces", tmp_path, 2, env)
     assert cached.cached and not lazy.cached
     assert np.array_equal(cached.get([3, 1]), lazy.get([3, 1]))
     assert lazy.get([0]).shape == (1, 32, 32, 3)
     assert load_square(data.faces / "0.png", 32).shape == (32, 32, 3)
-    with pytest.raises(C.TrainError, match="no images"):
+    with pytest.raises(TrainError, match="no images"):
         open_source(tmp_path, 32, "faces", None, 1, env)
 
 
@@ -367,7 +370,7 @@ def test_two_process_gloo_run(data, encoder_run, tmp_path):
     script.write_text(textwrap.dedent("""
         import sys, torch
         torch.set_num_threads(1)
-        from blendgan.train import main
+        from blendgan.cli import main
         sys.exit(main(sys.argv[1:]))
     """))
     out = tmp_path / "ddp"
@@ -395,7 +398,7 @@ def _nt_xent_worker(rank: int, port: int, p1: torch.Tensor, p2: torch.Tensor, ou
     b = p1.shape[0] // 2
     x1 = p1[rank * b:(rank + 1) * b].clone().requires_grad_(True)
     x2 = p2[rank * b:(rank + 1) * b].clone().requires_grad_(True)
-    loss, _ = nt_xent(x1, x2, 0.2, C.DistEnv(rank=rank, world=2))
+    loss, _ = nt_xent(x1, x2, 0.2, DistEnv(rank=rank, world=2))
     (loss / 2).backward()  # what DDP's gradient averaging amounts to
     torch.save({"loss": loss.detach(), "g1": x1.grad, "g2": x2.grad}, f"{out}.{rank}")
     dist.destroy_process_group()
@@ -412,7 +415,7 @@ def test_nt_xent_across_processes_matches_one_process(tmp_path):
     mp.spawn(_nt_xent_worker, args=(port, p1, p2, str(tmp_path / "r")), nprocs=2)
     r = [torch.load(tmp_path / f"r.{i}", weights_only=True) for i in range(2)]
     x1, x2 = p1.clone().requires_grad_(True), p2.clone().requires_grad_(True)
-    loss, _ = nt_xent(x1, x2, 0.2, C.DistEnv())
+    loss, _ = nt_xent(x1, x2, 0.2, DistEnv())
     loss.backward()
     torch.testing.assert_close((r[0]["loss"] + r[1]["loss"]) / 2, loss.detach())
     torch.testing.assert_close(torch.cat([r[0]["g1"], r[1]["g1"]]), x1.grad)
@@ -435,8 +438,8 @@ def test_style_encoder_weights_from_other_layouts(full_run, tmp_path):
     # a generator checkpoint (g_ema with embedder.*), e.g. ours or the official blendgan.pt
     sd = C.load_style_encoder_state(full_run.out / "checkpoints" / "latest.pt")
     assert C.assign_style_encoder(enc, sd, "latest.pt", need_mlp=True) == (True, True)
-    with pytest.raises(C.TrainError, match="style-dim"):
+    with pytest.raises(TrainError, match="style-dim"):
         C.assign_style_encoder(StyleEncoder(style_dim=16), sd, "latest.pt", need_mlp=True)
     torch.save({"x": torch.zeros(1)}, tmp_path / "junk.pt")
-    with pytest.raises(C.TrainError, match="no style-encoder weights"):
+    with pytest.raises(TrainError, match="no style-encoder weights"):
         C.load_style_encoder_state(tmp_path / "junk.pt")

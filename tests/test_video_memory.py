@@ -9,9 +9,9 @@ from tests.conftest import ROOT
 
 PROBE = r"""
 import json, resource, sys
-from blendgan import BlendGAN, pipeline as P
+from blendgan import BlendGAN, jobs
 m = BlendGAN.from_pretrained(sys.argv[1], psp_encoder=sys.argv[2])
-r = P.run_video(m, sys.argv[3], sys.argv[4], sys.argv[5], n_styles=2, transition_steps=int(sys.argv[6]),
+r = jobs.run_video(m, sys.argv[3], sys.argv[4], sys.argv[5], n_styles=2, transition_steps=int(sys.argv[6]),
                 hold_frames=1, batch_size=4, progress=False)
 assert r.written and not r.failed, r
 print(json.dumps({"rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))

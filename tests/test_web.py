@@ -6,7 +6,6 @@ own browser download is never used).  It skips when Gradio, Playwright or Chromi
 ``BLENDGAN_CHROMIUM`` overrides the browser path; the screenshot goes to ``$BLENDGAN_ARTIFACTS``
 (else the test's temporary folder).
 """
-import argparse
 import os
 import shutil
 import socket
@@ -21,7 +20,11 @@ import torch
 
 from blendgan import io
 from blendgan import web
+from blendgan.cli import main
+from blendgan.errors import DependencyError
 from blendgan.web import Studio, WebError
+from blendgan.web import server, studio as studio_module
+from blendgan.web.page import Handlers
 from tests.conftest import ROOT
 
 FACE = ROOT / "test_imgs" / "face_imgs" / "astronaut_512.jpg"
@@ -96,7 +99,7 @@ def test_result_files_survive_concurrent_sessions(tmp_path, monkeypatch):
     """Sessions naming results at once: pruning never trips over a file another removed,
     and never removes a file being written (hidden temporaries)."""
     import threading
-    monkeypatch.setattr(web, "KEEP_FILES", 4)
+    monkeypatch.setattr(studio_module, "KEEP_FILES", 4)
     studio = Studio.__new__(Studio)  # only the file bookkeeping is exercised
     studio.workdir = tmp_path
     studio._files_guard = threading.Lock()
@@ -107,7 +110,7 @@ def test_result_files_survive_concurrent_sessions(tmp_path, monkeypatch):
     def session(k):
         try:
             for i in range(60):
-                studio._new_file(f"s{k}_{i}", ".png").write_bytes(b"x")
+                studio.new_file(f"s{k}_{i}", ".png").write_bytes(b"x")
         except Exception as exc:  # noqa: BLE001 - any error is the failure
             errors.append(exc)
     threads = [threading.Thread(target=session, args=(k,)) for k in range(3)]
@@ -120,25 +123,26 @@ def test_result_files_survive_concurrent_sessions(tmp_path, monkeypatch):
 
 
 def test_fit_within_keeps_aspect():
-    assert web.fit_within(np.zeros((1000, 500, 3), np.uint8), 512).shape == (512, 256, 3)
+    assert io.fit_within(np.zeros((1000, 500, 3), np.uint8), 512).shape == (512, 256, 3)
     small = np.zeros((10, 20, 3), np.uint8)
-    assert web.fit_within(small, 512) is small
+    assert io.fit_within(small, 512) is small
 
 
-def test_web_subparser_and_missing_gradio(monkeypatch):
-    parser = argparse.ArgumentParser()
-    web.add_subparser(parser.add_subparsers(dest="command"))
+def test_web_command_flags_and_missing_gradio(monkeypatch, capsys):
+    from blendgan.cli import build_parser
+    from blendgan.cli.web import WebCommand
+    parser = build_parser()
     a = parser.parse_args(["web"])
-    assert (a.host, a.port, a.device, a.func) == ("127.0.0.1", 7860, "auto", web.cmd_web)
+    assert (a.host, a.port, a.device, type(a.command)) == ("127.0.0.1", 7860, "auto", WebCommand)
     a = parser.parse_args(["web", "--port", "9000", "--psp-encoder", "none", "--ckpt", "x.pt"])
     assert (a.port, a.psp_encoder, a.ckpt) == (9000, "none", "x.pt")
 
     def no_gradio():
-        raise web.WebDependencyError('the web demo needs Gradio: pip install "blendgan[web]"')
-    monkeypatch.setattr(web, "import_gradio", no_gradio)
-    from blendgan.cli import CLIError
-    with pytest.raises(CLIError, match=r'pip install "blendgan\[web\]"'):
-        web.cmd_web(a)
+        raise DependencyError('the web demo needs Gradio: pip install "blendgan[web]"')
+    monkeypatch.setattr(server, "import_gradio", no_gradio)
+    assert main(["web", "--port", "9000", "--psp-encoder", "none", "--ckpt", "x.pt"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == 'blendgan: error: the web demo needs Gradio: pip install "blendgan[web]"'
 
 
 def test_import_is_light_and_leaves_the_environment_alone():
@@ -176,8 +180,8 @@ def test_slider_changes_rerun_only_the_generator(studio, tmp_path):
 def test_strength_scales_the_style_part(studio, model):
     face, _, _ = studio.load_face(FACE)
     style, _ = studio.load_style(STYLE)
-    w = studio.faces.get(face["key"])[0]
-    official = model.blend(w, studio.styles.get(style["key"])[0], 6)
+    w = studio.face_code(face)
+    official = model.blend(w, studio.style_code(style), 6)
     assert torch.equal(studio.blend(face, style, 6, 1.0), official)   # strength 1 = official, bit for bit
     assert torch.equal(studio.blend(face, style, 6, 0.0), w)          # strength 0 = the face alone
     torch.testing.assert_close(studio.blend(face, style, 6, 0.25), w + 0.25 * (official - w))
@@ -193,7 +197,7 @@ def test_random_codes_are_seeded_and_leave_the_global_rng_alone(studio):
     b, pb = studio.random_face(3)
     sa, sb = studio.random_style(4), studio.random_style(4)
     assert a == b and np.array_equal(pa, pb) and sa == sb and a != studio.random_face(4)[0]
-    assert torch.equal(studio._style_code(sa), torch.randn(1, 512, generator=torch.Generator().manual_seed(4)))
+    assert torch.equal(studio.style_code(sa), torch.randn(1, 512, generator=torch.Generator().manual_seed(4)))
     assert studio.render(a, sa, 6).shape == (256, 256, 3)
     assert torch.equal(state, torch.random.get_rng_state())
 
@@ -258,7 +262,7 @@ def test_video_is_written(studio):
 # -- Gradio callbacks (no browser) ----------------------------------------------------------------
 def test_handlers_turn_failures_into_messages(studio, tmp_path):
     gr = pytest.importorskip("gradio")
-    h = web.Handlers(studio, gr, [FACE], [STYLE])
+    h = Handlers(studio, gr, [FACE], [STYLE])
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"GIF89a nonsense")
     with pytest.raises(gr.Error) as err:

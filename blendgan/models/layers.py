@@ -50,7 +50,7 @@ class WinogradConv2d(_HoldsWinogradWeight, nn.Conv2d):
     the Winograd F(4x4, 3x3) path for 'same' 3x3 convolutions with stride 1, at least
     :data:`WINOGRAD_MIN_CHANNELS` input channels and maps from :data:`WINOGRAD_MIN_SIZE_PLAIN`
     up: 1.4-2.5x faster than oneDNN's direct convolution there on a 2-core AVX2 CPU
-    (``scripts/benchmark_winograd.py --encoders``; 0.4x for the 3-channel input layers).
+    (``tools/benchmark_winograd.py --encoders``; 0.4x for the 3-channel input layers).
     The 512-channel layers on 16x16 maps also gain ~2x but save little time for the memory
     their transformed weights take (4x the conv weights, 38 MB each), so they stay direct.
     Everything else, training and ``torch.compile`` included, is ``nn.Conv2d``'s own forward."""
@@ -177,10 +177,10 @@ class ModulatedConv2d(_HoldsWinogradWeight):
         n, c, h, w = x.shape
         s = self.modulation(style)  # [N, in]
         if n == 1:
-            return self._forward_grouped(x, s)
-        return self._forward_shared(x, s)
+            return self.forward_grouped(x, s)
+        return self.forward_shared(x, s)
 
-    def _forward_grouped(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    def forward_grouped(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
         """Per-sample weights, one grouped convolution (the official formulation)."""
         n, c, h, w = x.shape
         k = self.kernel_size
@@ -198,7 +198,7 @@ class ModulatedConv2d(_HoldsWinogradWeight):
         out = F.conv2d(x, weight, padding=self.padding, groups=n)
         return out.view(n, self.out_channel, *out.shape[2:])
 
-    def _forward_shared(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    def forward_shared(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
         """Same maths for a batch: modulate activations, shared conv, demodulate outputs.
 
         ``conv(x * s, W) * d == conv(x, W * s * d)`` for per-sample [in] scales ``s`` and
@@ -299,7 +299,7 @@ class StyledConv(nn.Module):
     def uses_winograd(self, x: torch.Tensor) -> bool:
         """Whether CPU inference on ``x`` [N, in, H, W] takes the F(4x4, 3x3) path (float32,
         3x3 kernels, maps from 8x8 up).  Measured per layer shape on a 2-core AVX2 CPU
-        (``scripts/benchmark_winograd.py``, C++ transforms): 1.4-3x faster than oneDNN's
+        (``tools/benchmark_winograd.py``, C++ transforms): 1.4-3x faster than oneDNN's
         direct convolution for the 128-512-channel layers, 1.6-2.4x for the 32-64-channel
         ones; upsampling layers with more than 256 input channels stay direct (oneDNN's
         transposed convolution is efficient there).  A fixed rule, not a timing, so every

@@ -3,7 +3,7 @@
 Public entry points are :func:`fused_bias_act` and the StyleGAN2-named
 :func:`fused_leaky_relu`.  The reference implementation (:func:`fused_bias_act_ref`)
 is plain PyTorch and runs anywhere; CUDA tensors go through our own kernel when the
-extension is available (see :mod:`blendgan.ops._build`).
+extension is available (see :mod:`blendgan.ops.extensions`).
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from . import _build
+from . import extensions
 
 SQRT2 = math.sqrt(2.0)
 
@@ -61,10 +61,10 @@ def fused_bias_act(x: torch.Tensor, b: torch.Tensor | None = None, act: str = "l
     Differentiable to second order on every backend.
     """
     _check(act)
-    if x.is_cuda and _build.use_cuda("bias_act"):
-        from . import _bias_act_cuda
+    if x.is_cuda and extensions.use_cuda("bias_act"):
+        from . import bias_act_cuda
         fn, default_alpha, default_gain = ACTIVATIONS[act]
-        return _bias_act_cuda.bias_act(x, b, act, default_alpha if alpha is None else alpha,
+        return bias_act_cuda.bias_act(x, b, act, default_alpha if alpha is None else alpha,
                                        default_gain if gain is None else gain, dim)
     return fused_bias_act_ref(x, b, act, alpha, gain, dim)
 

@@ -14,7 +14,7 @@ applied to each band while it is hot.  In exact arithmetic the result equals
 transforms use the interpolation points 0, ±1, ±2, which are exact in binary).
 
 :func:`conv3x3` runs the transforms in our C++ extension (``op/winograd_cpu.cpp``, built on
-first use by :mod:`blendgan.ops._build`: one vectorised pass per stage instead of several
+first use by :mod:`blendgan.ops.extensions`: one vectorised pass per stage instead of several
 PyTorch memory passes, 1.4-1.8x faster per layer) and falls back to :func:`conv3x3_ref`, the
 same computation in PyTorch ops, where it cannot be built or ``BLENDGAN_OPS=ref``.
 """
@@ -24,7 +24,7 @@ from typing import Callable
 
 import torch
 
-from . import _build
+from . import extensions
 from .bias_act import SQRT2
 
 # F(4x4, 3x3) with interpolation points 0, 1, -1, 2, -2 and infinity (Lavin & Gray, 2016).
@@ -175,10 +175,10 @@ def conv3x3(x: torch.Tensor, weight_t: torch.Tensor, in_scale: torch.Tensor | No
                                        for t in (x, weight_t, in_scale, out_scale, bias, noise)):
         raise RuntimeError("winograd.conv3x3 is for inference: call it under torch.no_grad() or "
                            "torch.inference_mode()")
-    if not _build.use_native_cpu("winograd"):
+    if not extensions.use_native_cpu("winograd"):
         return conv3x3_ref(x, weight_t, in_scale, out_scale, bias, noise, lrelu, up)
     n = x.shape[0]
-    native = _build.get_module("winograd")
+    native = extensions.get_module("winograd")
     return native.conv3x3(
         x.contiguous(memory_format=torch.channels_last), weight_t.float().contiguous(),
         None if in_scale is None else in_scale.float().reshape(n, -1).contiguous(),

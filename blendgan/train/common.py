@@ -1,15 +1,12 @@
-"""Shared pieces of the training commands: processes, seeds, checkpoints, logging, stopping.
+"""Shared pieces of the training commands: collectives, checkpoints, logging, stopping.
 
 Nothing here seeds or reads the global RNG for training randomness: every stream is a
-``torch.Generator`` seeded from ``(seed, purpose, rank)`` by :func:`derive_seed`, and its state
-is saved in the checkpoints.  Random weight initialisation (which PyTorch draws from the
-global RNG) runs inside :func:`seeded_init`, which restores the global state afterwards.
+``torch.Generator`` seeded from ``(seed, purpose, rank)`` by
+:func:`blendgan.runtime.derive_seed`, and its state is saved in the checkpoints.
 """
 from __future__ import annotations
 
 import argparse
-import contextlib
-import hashlib
 import json
 import logging
 import math
@@ -18,9 +15,8 @@ import shutil
 import signal
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,68 +24,14 @@ import torch.distributed as dist
 from torch import nn
 
 from .. import io
-from ..checkpoint import CheckpointError, load_file
+from ..checkpoint import canonical_key, load_file
+from ..errors import CheckpointError, TrainError
+from ..runtime import DistEnv
 
 log = logging.getLogger("blendgan")
 
 CHECKPOINT_DIR = "checkpoints"
 LATEST = "latest.pt"
-
-
-class TrainError(ValueError):
-    """A user-facing training failure (bad flag, dataset or checkpoint): one line."""
-
-
-# -- processes ----------------------------------------------------------------------------------
-@dataclass
-class DistEnv:
-    """Where this process stands: ``rank`` of ``world`` processes, its ``device``."""
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-    device: torch.device = torch.device("cpu")
-
-    @property
-    def distributed(self) -> bool:
-        return self.world > 1
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def barrier(self) -> None:
-        if self.distributed:
-            dist.barrier()
-
-
-def setup_distributed(device: str = "auto") -> DistEnv:
-    """Join the process group when launched with ``WORLD_SIZE`` > 1 (torchrun sets it).
-
-    Backend: NCCL on CUDA, gloo on the CPU; rendezvous from the environment (``env://``).
-    ``device``: ``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``; with several
-    processes on CUDA each uses ``cuda:LOCAL_RANK``.
-    """
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(device)
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise TrainError(f"--device {device}: CUDA is not available on this machine")
-        if world > 1 or dev.index is None:
-            dev = torch.device("cuda", local_rank if world > 1 else torch.cuda.current_device())
-        torch.cuda.set_device(dev)
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", init_method="env://")
-        world, rank = dist.get_world_size(), dist.get_rank()
-    return DistEnv(rank=rank, world=world, local_rank=local_rank, device=dev)
-
-
-def cleanup_distributed(env: DistEnv) -> None:
-    if env.distributed and dist.is_initialized():
-        dist.destroy_process_group()
 
 
 def all_reduce_mean(values: torch.Tensor, env: DistEnv) -> torch.Tensor:
@@ -143,36 +85,6 @@ def gather_objects(obj: Any, env: DistEnv) -> list:
     return out
 
 
-# -- randomness ---------------------------------------------------------------------------------
-def derive_seed(seed: int, *parts: int | str) -> int:
-    """A 63-bit seed from the user's ``seed`` and a purpose (strings and ints), stable across runs."""
-    words = [int(seed) & 0xFFFFFFFF]
-    for p in parts:
-        if isinstance(p, str):
-            words.append(int.from_bytes(hashlib.sha1(p.encode()).digest()[:4], "little"))
-        else:
-            words.append(int(p) & 0xFFFFFFFF)
-    state = np.random.SeedSequence(words).generate_state(2, dtype=np.uint32)
-    return (int(state[0]) << 31 | int(state[1]) >> 1) & ((1 << 63) - 1)
-
-
-def make_generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
-    """A ``torch.Generator`` on ``device`` seeded with ``seed``."""
-    return torch.Generator(device=device).manual_seed(seed)
-
-
-@contextlib.contextmanager
-def seeded_init(seed: int) -> Iterator[None]:
-    """Build modules with a reproducible random initialisation without touching the global RNG.
-
-    PyTorch's initialisers draw from the (CPU) global generator; inside this block it is
-    seeded with ``seed`` and restored on exit (``torch.random.fork_rng``).  Build on the CPU.
-    """
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        yield
-
-
 # -- small helpers ------------------------------------------------------------------------------
 def requires_grad(module: nn.Module, flag: bool) -> None:
     for p in module.parameters():
@@ -210,30 +122,9 @@ def check_size(size: int) -> None:
         raise TrainError(f"--size {size}: must be a power of two from 8 to 1024")
 
 
-def _explicit_action(base: type) -> type:
-    def __call__(self, parser, namespace, values, option_string=None):
-        base.__call__(self, parser, namespace, values, option_string)
-        given = set(getattr(namespace, "_explicit", ()) or ())
-        given.add(self.dest)
-        setattr(namespace, "_explicit", given)
-    return type(f"Explicit{base.__name__}", (base,), {"__call__": __call__})
-
-
-def track_explicit(parser: argparse.ArgumentParser) -> None:
-    """Make ``parser`` record the flags given on the command line in ``namespace._explicit``.
-
-    Call before adding arguments.  On ``--resume``, flags not given take the checkpoint's values.
-    """
-    store = _explicit_action(argparse._StoreAction)
-    parser.register("action", None, store)
-    parser.register("action", "store", store)
-    parser.register("action", "store_true", _explicit_action(argparse._StoreTrueAction))
-    parser.register("action", "store_false", _explicit_action(argparse._StoreFalseAction))
-
-
 # flags that describe this invocation, never taken from a resumed checkpoint
 RUN_FLAGS = frozenset({"resume", "outdir", "device", "workers", "quiet", "tensorboard", "cache", "init", "func",
-                       "command"})
+                       "command", "command_name"})
 
 
 def merge_resumed_args(args: argparse.Namespace, saved: dict, immutable: set[str] | frozenset[str]) -> None:
@@ -370,9 +261,7 @@ def _normalise_encoder_keys(sd: dict) -> dict:
     for key, value in sd.items():
         if not isinstance(value, torch.Tensor):
             continue
-        for prefix in ("module.", "_orig_mod."):
-            if key.startswith(prefix):
-                key = key[len(prefix):]
+        key = canonical_key(key)
         if key.startswith("features."):          # torchvision vgg19().state_dict()
             key = VGG_PREFIX + key[len("features."):]
         elif "feature_extractor.vgg_layers." in key:
@@ -445,16 +334,6 @@ def init_vgg_random(encoder: nn.Module) -> None:
             nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
-
-
-def tensor_fingerprint(module: nn.Module) -> str:
-    """Short hash of a module's weights (names, shapes and bytes)."""
-    h = hashlib.sha1()
-    for name, t in module.state_dict().items():
-        h.update(name.encode())
-        h.update(str(tuple(t.shape)).encode())
-        h.update(t.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:12]
 
 
 # -- stopping -----------------------------------------------------------------------------------
@@ -571,22 +450,3 @@ def image_grid(rows: list[np.ndarray], pad: int = 2) -> np.ndarray:
             y, x = pad + i * (h + pad), pad + j * (w + pad)
             grid[y:y + h, x:x + w] = img
     return grid
-
-
-def add_common_flags(p: argparse.ArgumentParser) -> None:
-    """Flags both training commands share."""
-    p.add_argument("--outdir", default=None,
-                   help="run folder: checkpoints/, log.jsonl, samples/, tb/ (default with --resume: its run folder)")
-    p.add_argument("--resume", default=None, metavar="PATH",
-                   help="continue from a checkpoint file or run folder (its checkpoints/latest.pt)")
-    p.add_argument("--cache", default=None, metavar="DIR",
-                   help="keep the resized dataset as memory-mapped uint8 .npy files here (built once)")
-    p.add_argument("--workers", type=int, default=4, help="threads decoding/augmenting images (default %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="base seed of every random stream (default %(default)s)")
-    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
-    p.add_argument("--save-every", type=int, default=1000, help="checkpoint every N steps (default %(default)s)")
-    p.add_argument("--keep", type=int, default=3, help="step checkpoints kept, 0 = all (default %(default)s)")
-    p.add_argument("--log-every", type=int, default=10, help="log losses every N steps (default %(default)s)")
-    p.add_argument("--tensorboard", choices=("auto", "on", "off"), default="auto",
-                   help="TensorBoard scalars in OUTDIR/tb (auto: when the package is installed)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")

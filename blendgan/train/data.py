@@ -28,7 +28,8 @@ import numpy as np
 import torch
 
 from .. import io
-from .common import DistEnv, TrainError, derive_seed
+from ..errors import TrainError
+from ..runtime import DistEnv, derive_seed
 
 log = logging.getLogger("blendgan")
 

@@ -37,10 +37,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import io
-from ..checkpoint import CheckpointError, infer_generator_config, load_file
+from ..checkpoint import CheckpointError, infer_generator_config, load_file, weights_fingerprint
 from ..models import Generator, StyleEncoder
 from ..models.discriminator import Discriminator, ProjectionDiscriminator
-from ..models.style_encoder import STYLE_POOL
+from ..errors import TrainError
+from ..runtime import DistEnv, derive_seed, make_generator, process_group, seeded_init
 from . import common as C
 from .data import BatchLoader, ImageSource, open_source, random_flip, to_float
 from .style_encoder import gram_vectors
@@ -113,7 +114,7 @@ def r1_penalty(pred: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
     return grad.pow(2).flatten(1).sum(1).mean()
 
 
-def style_embeddings(encoder: StyleEncoder, source: ImageSource, env: C.DistEnv, cache_dir, pool: int) -> torch.Tensor:
+def style_embeddings(encoder: StyleEncoder, source: ImageSource, env: DistEnv, cache_dir, pool: int) -> torch.Tensor:
     """z_embed [N_art, D] of every artwork (at the training size), on ``env.device``.
 
     Each process embeds its share; the results are gathered.  With ``cache_dir`` the table is
@@ -122,7 +123,7 @@ def style_embeddings(encoder: StyleEncoder, source: ImageSource, env: C.DistEnv,
     n = len(source)
     path = None
     if cache_dir is not None:
-        key = f"{source.fingerprint}-{C.tensor_fingerprint(encoder)}-p{pool}"
+        key = f"{source.fingerprint}-{weights_fingerprint(encoder, length=12)}-p{pool}"
         path = Path(cache_dir) / f"{source.name}-embed-{source.size}px-{n}-{key}.npy"
         if path.exists():
             arr = np.load(path)
@@ -162,7 +163,7 @@ def resolve_arch(args: argparse.Namespace, saved_args: dict | None, init_sd: dic
     try:
         cfg = infer_generator_config(init_sd, args.init)
     except CheckpointError as exc:
-        raise C.TrainError(str(exc)) from None
+        raise TrainError(str(exc)) from None
     explicit = getattr(args, "_explicit", None)
     inferred = {"size": cfg.size, "style_dim": cfg.style_dim, "n_mlp": cfg.n_mlp,
                 "channels": ",".join(str(w) for _, w in cfg.channels)}
@@ -170,16 +171,16 @@ def resolve_arch(args: argparse.Namespace, saved_args: dict | None, init_sd: dic
         if explicit is None or k not in explicit:
             setattr(args, k, v)
         elif k != "channels" and getattr(args, k) != v:
-            raise C.TrainError(f"--{k.replace('_', '-')} {getattr(args, k)} differs from --init's {v}")
+            raise TrainError(f"--{k.replace('_', '-')} {getattr(args, k)} differs from --init's {v}")
 
 
 def _load_init(path) -> dict:
     try:
         obj = load_file(path)
     except CheckpointError as exc:
-        raise C.TrainError(str(exc)) from None
+        raise TrainError(str(exc)) from None
     if not isinstance(obj, dict) or not any(isinstance(obj.get(k), dict) for k in ("g_ema", "g")):
-        raise C.TrainError(f"{path}: --init needs a checkpoint with 'g_ema' (or 'g') weights")
+        raise TrainError(f"{path}: --init needs a checkpoint with 'g_ema' (or 'g') weights")
     return obj
 
 
@@ -209,18 +210,15 @@ def run(args: argparse.Namespace, callback=None) -> int:
     resolve_arch(args, saved["args"] if saved else None, init_g)
     C.check_size(args.size)
     if args.faces is None or args.styles is None:
-        raise C.TrainError("give the face folder (--faces) and the artwork folder (--styles)")
-    env = C.setup_distributed(args.device)
-    try:
+        raise TrainError("give the face folder (--faces) and the artwork folder (--styles)")
+    with process_group(args.device) as env:
         return Trainer(args, env, saved, resume_path, init, callback).train()
-    finally:
-        C.cleanup_distributed(env)
 
 
 class Trainer:
     """One training run (one process of it)."""
 
-    def __init__(self, args, env: C.DistEnv, saved: dict | None, resume_path, init: dict | None,
+    def __init__(self, args, env: DistEnv, saved: dict | None, resume_path, init: dict | None,
                  callback=None):
         self.args, self.env, self.saved = args, env, saved
         self.callback = callback
@@ -234,12 +232,12 @@ class Trainer:
             log.warning("--fp16 is ignored on %s (CUDA only)", dev)
         channels = C.parse_channels(a.channels, a.size)
         arch = dict(channel_multiplier=a.channel_multiplier, channels=channels)
-        with C.seeded_init(C.derive_seed(a.seed, "init")):
+        with seeded_init(derive_seed(a.seed, "init")):
             self.g = Generator(a.size, a.style_dim, a.n_mlp, style_encoder=False, **arch)
             self.d_face = Discriminator(a.size, **arch)
             self.d_style = Discriminator(a.size, **arch)
             self.d_proj = ProjectionDiscriminator(a.size, a.style_dim, **arch)
-        with C.seeded_init(C.derive_seed(a.seed, "style-encoder-init")):
+        with seeded_init(derive_seed(a.seed, "style-encoder-init")):
             self.encoder = StyleEncoder(style_dim=a.style_dim)
             C.init_vgg_random(self.encoder)  # replaced below when weights are given
         self.g_ema = copy.deepcopy(self.g)
@@ -271,13 +269,13 @@ class Trainer:
             # one pair both real and fake
             log.warning("one artwork only: mismatched-pair negatives are off (--mismatch-weight 0)")
             a.mismatch_weight = 0.0
-        self.face_loader = BatchLoader(self.faces, a.batch, env, C.derive_seed(a.seed, "faces"))
-        self.style_loader = BatchLoader(self.styles, a.batch, env, C.derive_seed(a.seed, "styles"))
+        self.face_loader = BatchLoader(self.faces, a.batch, env, derive_seed(a.seed, "faces"))
+        self.style_loader = BatchLoader(self.styles, a.batch, env, derive_seed(a.seed, "styles"))
         self.embeds = style_embeddings(self.encoder, self.styles, env, a.cache, a.style_pool)
 
         # randomness: per process, saved in checkpoints
-        self.gens = {"latent": C.make_generator(C.derive_seed(a.seed, "latent", env.rank), dev),
-                     "aug": C.make_generator(C.derive_seed(a.seed, "aug", env.rank), dev)}
+        self.gens = {"latent": make_generator(derive_seed(a.seed, "latent", env.rank), dev),
+                     "aug": make_generator(derive_seed(a.seed, "aug", env.rank), dev)}
         self.pl_mean = torch.zeros((), device=dev)
         self.step = 0
         if saved is not None:
@@ -364,7 +362,7 @@ class Trainer:
 
     def _reseed(self) -> None:
         for name, g in self.gens.items():
-            g.manual_seed(C.derive_seed(self.args.seed, name, self.env.rank, "step", self.step))
+            g.manual_seed(derive_seed(self.args.seed, name, self.env.rank, "step", self.step))
 
     # -- random draws ------------------------------------------------------------------------------
     def _latents(self, b: int, stylized: bool):
@@ -509,10 +507,10 @@ class Trainer:
         """``samples/{step:06d}.png``: row 1 natural faces of fixed codes; then one row per fixed
         artwork (shown in the first column), the same faces stylized with its style code."""
         a, dev = self.args, self.env.device
-        gen = C.make_generator(C.derive_seed(a.seed, "samples"), dev)
+        gen = make_generator(derive_seed(a.seed, "samples"), dev)
         z = torch.randn(a.n_sample, a.style_dim, generator=gen, device=dev)
         n_art = min(a.n_sample_styles, len(self.styles))
-        art_idx = torch.randperm(len(self.styles), generator=C.make_generator(C.derive_seed(a.seed, "sample-art")))[:n_art]
+        art_idx = torch.randperm(len(self.styles), generator=make_generator(derive_seed(a.seed, "sample-art")))[:n_art]
         g = self.g_ema
         w_plus = g.mapping(z).unsqueeze(1).expand(-1, g.n_latent, -1)
         rows = [np.concatenate([np.full((1, a.size, a.size, 3), 255, np.uint8), io.to_uint8(g(w_plus))])]
@@ -561,7 +559,7 @@ class Trainer:
                                                 f"{rec['g_proj']:.3f} {C.format_rate(rate)}")
                         sums, counts = {}, {}
                         if bad:
-                            raise C.TrainError(f"non-finite losses at step {self.step}: {', '.join(bad)}; "
+                            raise TrainError(f"non-finite losses at step {self.step}: {', '.join(bad)}; "
                                                f"lower --lr or raise --r1")
                     if bar is not None:
                         bar.update(1)
@@ -593,58 +591,3 @@ class Trainer:
             log.info("%s at step %d (%.1f kimg): %s", "stopped" if status else "done", self.step,
                      self.step * self.global_batch / 1000, self.writer.latest)
         return status
-
-
-# -- command line ---------------------------------------------------------------------------------
-def add_parser(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(
-        "train", help="train BlendGAN (StyleGAN2 + style branch + WBM) on faces and artworks",
-        description="Train the BlendGAN generator with face, style and projection discriminators. "
-                    "Checkpoints in OUTDIR/checkpoints/ load with BlendGAN.from_pretrained and every "
-                    "blendgan command. Several processes: torchrun --nproc_per_node N -m blendgan train ... "
-                    "On --resume, flags not given take the checkpoint's values.")
-    C.track_explicit(p)
-    g = p.add_argument_group("data")
-    g.add_argument("--faces", default=None, help="folder of aligned face images")
-    g.add_argument("--styles", default=None, help="folder of aligned artistic face images (artworks)")
-    g.add_argument("--style-encoder", default=None, metavar="PATH",
-                   help="frozen style encoder: train-style-encoder output, blendgan.pt or style_encoder.pt "
-                        "(default: random, with a warning)")
-    g.add_argument("--style-pool", type=int, default=STYLE_POOL,
-                   help="VGG input size for the style codes; 256 as at inference (smaller only for quick tests)")
-    g.add_argument("--no-flip", dest="flip", action="store_false", help="no random left-right mirroring of reals")
-    g = p.add_argument_group("architecture (taken from the checkpoint on --resume, from --init when given)")
-    g.add_argument("--size", type=int, default=1024, help="resolution (default %(default)s)")
-    g.add_argument("--style-dim", type=int, default=512, help="latent width (default %(default)s)")
-    g.add_argument("--n-mlp", type=int, default=8, help="layers of each mapping network (default %(default)s)")
-    g.add_argument("--channel-multiplier", type=int, default=2, help="config-F widths (default %(default)s)")
-    g.add_argument("--channels", default=None,
-                   help="explicit widths from 4px up, e.g. 32,32,16,16 for a tiny 32px model")
-    g.add_argument("--init", default=None, metavar="PATH",
-                   help="start from a checkpoint's weights (g_ema/g/d...: e.g. blendgan.pt or a StyleGAN2 one)")
-    g = p.add_argument_group("optimisation")
-    g.add_argument("--batch", type=int, default=4, help="faces (and artworks) per process per step (default %(default)s)")
-    g.add_argument("--kimg", type=float, default=25000, help="budget in thousands of real faces shown (default %(default)s)")
-    g.add_argument("--lr", type=float, default=0.002, help="Adam learning rate (default %(default)s)")
-    g.add_argument("--r1", type=float, default=10.0, help="R1 gamma, 0 disables (default %(default)s)")
-    g.add_argument("--d-reg-every", type=int, default=16, help="lazy R1 interval (default %(default)s)")
-    g.add_argument("--path-regularize", type=float, default=2.0, help="path-length weight, 0 disables (default %(default)s)")
-    g.add_argument("--g-reg-every", type=int, default=4, help="lazy path-length interval (default %(default)s)")
-    g.add_argument("--path-batch-shrink", type=int, default=2, help="path-length batch divisor (default %(default)s)")
-    g.add_argument("--pl-decay", type=float, default=0.01, help="path-length mean decay (default %(default)s)")
-    g.add_argument("--mixing", type=float, default=0.9, help="style-mixing probability (default %(default)s)")
-    g.add_argument("--ema-kimg", type=float, default=10.0, help="g_ema half-life in kimg (default %(default)s)")
-    g.add_argument("--face-weight", type=float, default=1.0, help="weight of the face GAN loss (default %(default)s)")
-    g.add_argument("--style-weight", type=float, default=1.0, help="weight of the style GAN loss (default %(default)s)")
-    g.add_argument("--proj-weight", type=float, default=1.0,
-                   help="weight of the projection-discriminator loss (default %(default)s)")
-    g.add_argument("--mismatch-weight", type=float, default=1.0,
-                   help="weight of mismatched (artwork, other style code) negatives, 0 disables (default %(default)s)")
-    g.add_argument("--fp16", action="store_true", help="mixed precision for the discriminators (CUDA only)")
-    g = p.add_argument_group("run")
-    C.add_common_flags(g)
-    g.add_argument("--sample-every", type=int, default=500, help="sample grid every N steps, 0 = never (default %(default)s)")
-    g.add_argument("--n-sample", type=int, default=8, help="faces per sample grid row (default %(default)s)")
-    g.add_argument("--n-sample-styles", type=int, default=4, help="stylized rows per grid (default %(default)s)")
-    p.set_defaults(func=run)
-    return p

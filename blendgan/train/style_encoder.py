@@ -36,6 +36,8 @@ from torch import nn
 
 from ..models.layers import EqualLinear
 from ..models.style_encoder import STYLE_POOL, StyleEmbedder, StyleEncoder, gram_matrix
+from ..errors import TrainError
+from ..runtime import DistEnv, derive_seed, process_group, seeded_init
 from . import common as C
 from .data import BatchLoader, ViewConfig, open_source, random_view, to_float
 
@@ -75,7 +77,7 @@ def gram_vectors(embedder: StyleEmbedder, x: torch.Tensor, pool: int = STYLE_POO
     return torch.cat([gram_matrix(f).flatten(1) for f in embedder.feature_extractor(x)], dim=1)
 
 
-def nt_xent(p1: torch.Tensor, p2: torch.Tensor, temperature: float, env: C.DistEnv) -> tuple[torch.Tensor, torch.Tensor]:
+def nt_xent(p1: torch.Tensor, p2: torch.Tensor, temperature: float, env: DistEnv) -> tuple[torch.Tensor, torch.Tensor]:
     """NT-Xent (normalised temperature-scaled cross entropy) of two views [B, D] each.
 
     Keys are the views of every process (gathered with gradients).  For view 1 of sample i the
@@ -122,21 +124,18 @@ def run(args: argparse.Namespace) -> int:
     if saved is not None:
         C.merge_resumed_args(args, saved["args"], {"style_dim"})
     if args.data is None:
-        raise C.TrainError("give the artwork folder with --data (or --resume a run)")
-    env = C.setup_distributed(args.device)
-    try:
+        raise TrainError("give the artwork folder with --data (or --resume a run)")
+    with process_group(args.device) as env:
         return _train(args, env, saved, resume_path)
-    finally:
-        C.cleanup_distributed(env)
 
 
-def _train(args, env: C.DistEnv, saved: dict | None, resume_path) -> int:
+def _train(args, env: DistEnv, saved: dict | None, resume_path) -> int:
     outdir = Path(args.outdir)
     if env.main:
         outdir.mkdir(parents=True, exist_ok=True)
     if args.batch < 2 and env.world < 2:
-        raise C.TrainError("--batch must be at least 2 (the other artworks are the negatives)")
-    with C.seeded_init(C.derive_seed(args.seed, "style-encoder-init")):
+        raise TrainError("--batch must be at least 2 (the other artworks are the negatives)")
+    with seeded_init(derive_seed(args.seed, "style-encoder-init")):
         encoder = StyleEncoder(style_dim=args.style_dim)
         C.init_vgg_random(encoder)  # replaced below when --vgg / --init / --resume give weights
         projector = Projector(args.style_dim)
@@ -219,7 +218,7 @@ def _train(args, env: C.DistEnv, saved: dict | None, resume_path) -> int:
                 if bar is not None:
                     bar.update(1)
                 if not torch.isfinite(loss):
-                    raise C.TrainError(f"loss became {loss.item()} at step {step}; lower --lr")
+                    raise TrainError(f"loss became {loss.item()} at step {step}; lower --lr")
                 stopping = C.any_process(stop.requested, env)
                 if step % args.save_every == 0 or step == total or stopping:
                     checkpoint()
@@ -253,43 +252,10 @@ def _initial_weights(encoder: StyleEncoder, args) -> None:
         sd = C.load_style_encoder_state(args.vgg)
         has_vgg = all(k in sd for k in encoder.state_dict() if k.startswith(C.VGG_PREFIX))
         if not has_vgg:
-            raise C.TrainError(f"--vgg {args.vgg}: no complete VGG19 'features' weights in it")
+            raise TrainError(f"--vgg {args.vgg}: no complete VGG19 'features' weights in it")
         C.assign_style_encoder(encoder, {k: v for k, v in sd.items() if k.startswith(C.VGG_PREFIX)},
                                args.vgg, need_mlp=False)
     elif not args.init:
         log.warning("no --vgg given: the VGG19 of the style encoder is randomly initialised; its Gram "
                     "matrices are poor style features. Pass --vgg with torchvision's vgg19 weights "
                     "(vgg19-dcbb9e9d.pth) or a blendgan.pt / style-encoder file that carries them.")
-
-
-def add_parser(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(
-        "train-style-encoder", help="contrastive (SimCLR) training of the Gram-matrix style encoder",
-        description="Self-supervised training of the style encoder on a folder of artworks. Output: "
-                    "OUTDIR/checkpoints/latest.pt with the 'style_encoder' weights (the generator's "
-                    "embedder.* keys), for `blendgan train --style-encoder`. On --resume, flags not given "
-                    "take the checkpoint's values.")
-    C.track_explicit(p)
-    p.add_argument("--data", default=None, help="folder of artworks (any size)")
-    p.add_argument("--size", type=int, default=256, help="view size in pixels (default %(default)s)")
-    p.add_argument("--load-size", type=int, default=None,
-                   help="images are loaded/cached at this square size before cropping (default: --size)")
-    p.add_argument("--style-dim", type=int, default=512, help="style code width (default %(default)s, the official)")
-    p.add_argument("--vgg", default=None, metavar="PATH",
-                   help="VGG19 weights: torchvision vgg19 state dict, blendgan.pt, or a style-encoder file")
-    p.add_argument("--init", default=None, metavar="PATH", help="start the MLP (and VGG) from this style encoder")
-    p.add_argument("--batch", type=int, default=32, help="artworks per process per step (default %(default)s)")
-    p.add_argument("--lr", type=float, default=2e-5,
-                   help="Adam learning rate (default %(default)s; the equalized-lr MLP on raw Gram vectors "
-                        "collapses to one code at GAN-like rates such as 0.002)")
-    p.add_argument("--temperature", type=float, default=0.2, help="NT-Xent temperature (default %(default)s)")
-    p.add_argument("--steps", type=int, default=20000, help="training steps (default %(default)s)")
-    p.add_argument("--kimg", type=float, default=None, help="budget in thousands of artworks (overrides --steps)")
-    p.add_argument("--crop-scale", type=float, default=0.3, help="smallest crop area fraction (default %(default)s)")
-    p.add_argument("--rotate", type=float, default=10.0, help="max rotation in degrees (default %(default)s)")
-    p.add_argument("--perspective", type=float, default=0.05, help="max corner shift, fraction (default %(default)s)")
-    p.add_argument("--pool", type=int, default=STYLE_POOL,
-                   help="VGG input size; 256 as at inference (smaller only for quick tests)")
-    C.add_common_flags(p)
-    p.set_defaults(func=run, save_every=1000, log_every=10)
-    return p

@@ -1,0 +1,103 @@
+"""Caches of face and style codes: in memory (:class:`LRU`) and on disk (:class:`EncodingCache`).
+
+Codes are small (a style code is 2 KB, a face's W+ 28 KB at 256 px), so caching them turns
+every later use of an image into a generator call alone.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import Callable, Hashable
+
+import torch
+
+from . import io
+from .checkpoint import weights_fingerprint
+
+log = logging.getLogger("blendgan")
+
+
+class LRU:
+    """A small thread-safe least-recently-used mapping of at most ``size`` entries."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self._items: OrderedDict = OrderedDict()
+        self._guard = threading.Lock()
+
+    def get(self, key: Hashable, default=None):
+        with self._guard:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+            return default
+
+    def put(self, key: Hashable, value) -> None:
+        with self._guard:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+    def __contains__(self, key: Hashable) -> bool:
+        with self._guard:
+            return key in self._items
+
+    def __len__(self) -> int:
+        with self._guard:
+            return len(self._items)
+
+
+def is_style(kind: str) -> bool:
+    """Whether codes of ``kind`` are style codes (else face codes)."""
+    return kind.startswith("style")
+
+
+class EncodingCache:
+    """Face codes (W+) and style codes (z_embed) on disk, so a rerun over the same images
+    skips encoding.  An entry is keyed by the image's content digest, the preprocessing
+    (``kind``: ``'face'``, ``'face-align-auto256'``, ``'style'``, ``'style256'`` ...) and a
+    fingerprint of every weight of the encoder behind it; entries are small ``.pt`` tensors
+    written atomically."""
+
+    def __init__(self, root: str | Path, model):
+        self.root = io.prepare_outdir(root)
+        self.model = model
+        self._prints: dict[str, str] = {}
+
+    def fingerprint(self, kind: str) -> str:
+        """Hash of every weight and buffer of the encoder behind ``kind`` (names, shapes and
+        values), so that a code computed by other weights is never reused."""
+        if kind not in self._prints:
+            net = self.model.generator.embedder if is_style(kind) else self.model.psp
+            self._prints[kind] = weights_fingerprint(net, salt=f"{kind}:{self.model.dtype}")
+        return self._prints[kind]
+
+    def shape(self, kind: str) -> tuple[int, ...]:
+        """Shape of one cached code: z_embed [1, 512] for styles, W+ [1, n_latent, 512] for faces."""
+        dim = self.model.generator.style_dim
+        return (1, dim) if is_style(kind) else (1, self.model.n_latent, dim)
+
+    def path(self, kind: str, digest: str) -> Path:
+        """The entry of the image whose sha256 hex digest is ``digest``."""
+        return self.root / f"{kind}-{self.fingerprint(kind)}-{digest[:32]}.pt"
+
+    def get(self, kind: str, digest: str, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """The cached code of the image with ``digest`` for ``kind``, else ``compute()`` stored
+        for next time."""
+        path = self.path(kind, digest)
+        if path.exists():
+            try:
+                value = torch.load(path, map_location=self.model.device, weights_only=True)
+            except Exception:  # a damaged entry is recomputed
+                log.warning("%s: damaged cache entry, recomputing", path)
+            else:
+                if isinstance(value, torch.Tensor) and tuple(value.shape) == self.shape(kind):
+                    return value.to(self.model.dtype)
+                log.warning("%s: cache entry is not a %s tensor, recomputing", path, list(self.shape(kind)))
+        value = compute()
+        with io.atomic_path(path) as tmp:
+            torch.save(value.detach().cpu().clone(), tmp)
+        return value

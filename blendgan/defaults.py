@@ -1,0 +1,47 @@
+"""Every default that more than one part of blendgan uses, in one place.
+
+Job settings are the official scripts' values (``generate_image_pairs.py``,
+``style_transfer_folder.py``, ``gen_video.py``); the command line, the drop-in scripts, the
+web page and the library functions all read them from here.
+"""
+from __future__ import annotations
+
+# -- weights ------------------------------------------------------------------------------------
+WEIGHTS_DIR = "pretrained_models"
+CKPT = f"{WEIGHTS_DIR}/blendgan.pt"
+PSP_ENCODER = f"{WEIGHTS_DIR}/psp_encoder.pt"
+
+# -- sampling -----------------------------------------------------------------------------------
+SEED = 0
+TRUNCATION = 0.75           # face truncation psi when the checkpoint stores none
+TRUNCATION_MEAN = 4096      # mapped samples averaged when the checkpoint has no latent_avg
+MEAN_LATENT_SEED = 0        # seed of those samples when no generator is given
+
+# -- jobs ---------------------------------------------------------------------------------------
+BATCH_SIZE = 4
+FORMAT = "jpg"
+PAIRS_PICS = 20
+PAIRS_ADD_WEIGHT_INDEX = 6
+TRANSFER_ADD_WEIGHT_INDEX = 6
+VIDEO_ADD_WEIGHT_INDEX = 7
+VIDEO_STYLES = 8
+VIDEO_FPS = 30
+VIDEO_TRANSITION_STEPS = 20  # sigmoid samples per style change
+VIDEO_HOLD_FRAMES = 10       # frames held on each style, and on the last frame
+VIDEO_LAYOUTS = ("triptych", "output")
+
+# -- faces --------------------------------------------------------------------------------------
+ALIGN_MODES = ("never", "auto", "always")
+ALIGN_SIZE = 1024            # side of the crops `blendgan align` writes
+#: square images of these sides are taken as aligned crops already (the models' sizes)
+ALIGNED_SIZES = (256, 512, 1024)
+FACE_VIDEO_ALIGN_SIZE = 256  # pSp's input size (it pools larger crops to 256 anyway)
+
+# -- web page ----------------------------------------------------------------------------------
+WEB_HOST = "127.0.0.1"       # this machine only
+WEB_PORT = 7860
+
+# -- files --------------------------------------------------------------------------------------
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+#: inputs taken as a video of a face by `blendgan video`
+VIDEO_INPUT_SUFFIXES = (".mp4", ".mov", ".mkv", ".m4v", ".avi", ".webm")

@@ -1,0 +1,104 @@
+"""``blendgan video`` on face images: each face moving through random styles."""
+from __future__ import annotations
+
+import functools
+import random
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .. import defaults, io
+from ..errors import UsageError
+from ..model import BlendGAN
+from ..runtime import Shard
+from ..session import Session, Style
+from ..synthesis import slide_window, style_tour, transition_alphas
+from .report import JobReport, fail, overlapped, write_failed
+
+
+@torch.inference_mode()
+def run_video(model: BlendGAN, input_dir: str | Path, style_dir: str | Path, outdir: str | Path,
+              add_weight_index: int | None = defaults.VIDEO_ADD_WEIGHT_INDEX, n_styles: int = defaults.VIDEO_STYLES,
+              seed: int = defaults.SEED, fps: float = defaults.VIDEO_FPS,
+              transition_steps: int = defaults.VIDEO_TRANSITION_STEPS, hold_frames: int = defaults.VIDEO_HOLD_FRAMES,
+              batch_size: int = defaults.BATCH_SIZE, overwrite: bool = False, progress: bool = True,
+              cache_dir: str | Path | None = None, shard: Shard = Shard(), align: str = "never",
+              layout: str = "triptych", gif: bool = False) -> JobReport:
+    """Write ``{face}.mp4`` per face: [input | sliding style window | output] (``layout``
+    ``'triptych'``) or the output alone (``'output'``) while the style moves through
+    ``n_styles`` styles picked at random (with repeats, as the official script:
+    ``random.Random(seed).choices``, one draw per face in name order).  Faces and styles are
+    resized to the model's size before encoding, as the official script did.  ``gif`` writes
+    ``{face}.gif`` instead (short loops).  A ``shard`` renders every ``world``-th video."""
+    if layout not in defaults.VIDEO_LAYOUTS:
+        raise UsageError(f"layout must be one of {defaults.VIDEO_LAYOUTS}, got {layout!r}")
+    faces, styles = io.input_images(input_dir, "face"), io.input_images(style_dir, "style")
+    session = Session(model, align=align, cache_dir=cache_dir)
+    outdir = io.prepare_outdir(outdir)
+    report = JobReport()
+
+    @functools.lru_cache(maxsize=64)
+    def style(path: Path) -> Style:
+        """Panel [S, S, 3] and code [1, 512] of a style, made once per job (styles repeat)."""
+        return session.style(path, size=model.size)
+
+    rng = random.Random(seed)
+    alphas = transition_alphas(transition_steps, hold_frames)
+    names = io.output_stems(faces)
+    unreadable: set[Path] = set()  # styles that failed once: reported once, not read again
+    for k, f in enumerate(tqdm(faces, desc="video", unit="video", disable=not progress)):
+        chosen = rng.choices(styles, k=n_styles)  # drawn even when skipping, so resumes pick the same
+        out = outdir / io.fit_name(names[f], ".gif" if gif else ".mp4")
+        if not shard.mine(k):
+            continue
+        if out.exists() and not overwrite:
+            report.skipped.append(out)
+            continue
+        try:
+            face = session.face(f, size=model.size)
+        except io.ImageError as exc:
+            fail(report, f, exc)
+            continue
+        tour: list[Style] = []
+        for s in chosen:
+            if s in unreadable:
+                continue
+            try:
+                tour.append(style(s))
+            except io.ImageError as exc:
+                fail(report, s, exc)
+                unreadable.add(s)
+        if len(tour) < 2:
+            fail(report, f, ValueError(f"{f}: needs at least 2 readable style images, got {len(tour)}"))
+            continue
+
+        def frames() -> Iterator[np.ndarray]:
+            """Batches of RGB frames [B, H, W, 3]: every transition, then the last frame held."""
+            made = ((k, sl, io.to_uint8_async(images)) for k, sl, images in
+                    style_tour(model, face.w_plus, [s.z_embed for s in tour], alphas,
+                               add_weight_index=add_weight_index, batch_size=batch_size))
+            last = None
+            for k, sl, images in overlapped(made, model.device):
+                outs = images()
+                if layout == "triptych":
+                    outs = np.stack([io.hstack([face.image, slide_window(tour[k].image, tour[k + 1].image, a), img])
+                                     for a, img in zip(alphas[sl], outs)])
+                yield outs
+                last = outs[-1]
+            yield np.repeat(last[None], hold_frames, axis=0)
+
+        try:
+            if gif:
+                io.write_gif((frame for batch in frames() for frame in batch), out, fps)
+            else:
+                with io.VideoWriter(out, fps=fps) as writer:
+                    for batch in frames():
+                        writer.write(batch)
+        except OSError as exc:  # this video is lost (already cleaned up); the others may still be written
+            write_failed(report, out, exc)
+            continue
+        report.written.append(out)
+    return report

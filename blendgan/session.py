@@ -1,0 +1,276 @@
+"""A model plus what it has already computed: the library's working object.
+
+:class:`Session` encodes each face and style image once (the expensive part: pSp and the
+VGG19 style encoder) and keeps the codes, keyed by the image's content, so that every later
+render is one generator call::
+
+    from blendgan import BlendGAN, Session
+    s = Session(BlendGAN.from_pretrained("pretrained_models/blendgan.pt",
+                                         psp_encoder="pretrained_models/psp_encoder.pt"))
+    face, style = s.face("me.jpg"), s.style("van_gogh.png")
+    image = s.render(face, style, add_weight_index=6)     # RGB uint8 [size, size, 3]
+    image = s.render(face, style, add_weight_index=8)     # the encoders do not run again
+
+The folder jobs, the web page and Python users share it.  Codes stay in memory (an LRU of
+``capacity`` entries each for faces and styles) and, with ``cache_dir``, on disk across runs.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import weakref
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Sequence, Union
+
+import numpy as np
+import torch
+
+from . import defaults, io
+from .align.prepare import FacePreparer
+from .cache import LRU, EncodingCache
+from .errors import UsageError
+from .model import BlendGAN
+from .runtime import make_generator
+from .synthesis import style_tour
+
+#: An image given to a session: a file path, encoded bytes, or decoded RGB uint8 [H, W, 3].
+ImageSource = Union[str, os.PathLike, bytes, np.ndarray]
+
+DEFAULT_CAPACITY = 256
+
+_MODEL_LOCKS: "weakref.WeakKeyDictionary[Any, threading.RLock]" = weakref.WeakKeyDictionary()
+_LOCKS_GUARD = threading.Lock()
+
+
+def model_lock(model) -> threading.RLock:
+    """The lock shared by every session of ``model``: one computation at a time per model."""
+    with _LOCKS_GUARD:
+        lock = _MODEL_LOCKS.get(model)
+        if lock is None:
+            lock = _MODEL_LOCKS[model] = threading.RLock()
+        return lock
+
+
+@dataclass(frozen=True)
+class Face:
+    """A face the session has encoded: ``w_plus`` [1, n_latent, 512], the RGB uint8 image it
+    came from (aligned and resized as encoded; for a random face, its natural image) and notes
+    for the user.  ``key`` identifies it by content (``sha256:…``) or seed (``seed:…``)."""
+    key: str
+    name: str
+    w_plus: torch.Tensor
+    image: np.ndarray | None = None
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Style:
+    """A style the session has embedded: ``z_embed`` [1, 512] and the RGB uint8 image it came
+    from (None for a random style code)."""
+    key: str
+    name: str
+    z_embed: torch.Tensor
+    image: np.ndarray | None = None
+
+
+@dataclass
+class _Decoded:
+    key: str
+    name: str
+    data: bytes | None = None
+    rgb: np.ndarray | None = None
+
+
+def content_key(data: bytes | np.ndarray) -> str:
+    """``sha256:<hex>`` of encoded bytes, or of a decoded array's shape and pixels."""
+    digest = hashlib.sha256()
+    if isinstance(data, np.ndarray):
+        digest.update(f"{data.dtype}{data.shape}".encode())
+        digest.update(np.ascontiguousarray(data).tobytes())
+    else:
+        digest.update(data)
+    return "sha256:" + digest.hexdigest()
+
+
+class Session:
+    """A :class:`blendgan.BlendGAN` with its face and style codes cached (see the module doc).
+
+    ``align``, ``aligner`` and ``align_optional`` set how input faces are prepared
+    (:class:`blendgan.align.FacePreparer`); ``cache_dir`` keeps codes on disk between runs;
+    ``capacity``: codes kept in memory, each for faces and styles.  Sessions of one model
+    share a lock (:func:`model_lock`), so threads may share a session or a model.
+    """
+
+    def __init__(self, model: BlendGAN, *, align: str = "never", aligner: Any = None, align_optional: bool = False,
+                 cache_dir: str | os.PathLike | None = None, capacity: int = DEFAULT_CAPACITY):
+        self.model = model
+        self.lock = model_lock(model)
+        self.prepare = FacePreparer(align, model.size, aligner=aligner, optional=align_optional)
+        self.disk = EncodingCache(cache_dir, model) if cache_dir is not None else None
+        self.faces = LRU(capacity)     # (kind, key) -> w_plus [1, n_latent, 512]
+        self.styles = LRU(capacity)    # (kind, key) -> z_embed [1, 512]
+        #: encoder and generator calls so far (``encode_face``, ``embed_style``, ``synthesize``, ``align``)
+        self.stats: Counter = Counter()
+
+    # -- inputs -------------------------------------------------------------------------------
+    @staticmethod
+    def _source(source: ImageSource, name: str | None, key: str | None) -> _Decoded:
+        """Read a file once (its bytes key the caches and are decoded from memory).  ``key``
+        overrides the content key (for callers that decoded the bytes themselves)."""
+        if isinstance(source, np.ndarray):
+            return _Decoded(key or content_key(source), name or "image", rgb=source)
+        if isinstance(source, (bytes, bytearray, memoryview)):
+            data = bytes(source)
+            return _Decoded(key or content_key(data), name or "image", data=data)
+        path = Path(source)
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise io.ImageError(f"{path}: cannot read ({exc.strerror or exc})") from None
+        return _Decoded(key or content_key(data), name or str(path), data=data)
+
+    @staticmethod
+    def _rgb(src: _Decoded) -> np.ndarray:
+        if src.rgb is None:
+            src.rgb = io.decode_image(src.data, src.name)
+        return src.rgb
+
+    def face_kind(self, size: int | None = None) -> str:
+        """Cache kind of faces prepared by this session (and resized to ``size`` before encoding)."""
+        return f"{self.prepare.kind}{size or ''}"
+
+    @staticmethod
+    def style_kind(size: int | None = None) -> str:
+        return f"style{size or ''}"
+
+    def _code(self, memory: LRU, kind: str, key: str, compute) -> torch.Tensor:
+        code = memory.get((kind, key))
+        if code is None:
+            digest = key.split(":", 1)[1]
+            code = self.disk.get(kind, digest, compute) if self.disk is not None else compute()
+            memory.put((kind, key), code)
+        return code
+
+    # -- faces and styles ---------------------------------------------------------------------
+    @torch.inference_mode()
+    def face(self, source: ImageSource, name: str | None = None, *, size: int | None = None,
+             key: str | None = None) -> Face:
+        """Prepare (align when needed) and pSp-encode a face image; ``size`` resizes the prepared
+        face to ``size`` px first (as the official video script).  Encodes once per content
+        (``key``, default :func:`content_key` of the file's bytes or of the array)."""
+        if self.model.psp is None:
+            raise UsageError("encoding faces needs the pSp encoder: load the model with psp_encoder=...")
+        src = self._source(source, name, key)
+        with self.lock:
+            prepared = self.prepare.prepare(self._rgb(src), src.name)
+            self.stats["align"] = self.prepare.count
+            image = io.resize(prepared.image, size) if size else prepared.image
+
+            def encode() -> torch.Tensor:
+                self.stats["encode_face"] += 1
+                return self.model.encode_face(io.to_tensor(image, self.model.device))
+            w_plus = self._code(self.faces, self.face_kind(size), src.key, encode)
+        return Face(src.key, src.name, w_plus, image, tuple(prepared.notes))
+
+    @torch.inference_mode()
+    def style(self, source: ImageSource, name: str | None = None, *, size: int | None = None,
+              key: str | None = None) -> Style:
+        """Embed a style image (at its own size: the encoder pools to 256; ``size`` resizes it
+        to ``size`` px first, as the official video script).  Embeds once per content (``key``)."""
+        if not self.model.has_style_encoder:
+            raise UsageError("this checkpoint has no style encoder ('embedder.*' weights); use random styles")
+        src = self._source(source, name, key)
+        with self.lock:
+            image = self._rgb(src)
+            image = io.resize(image, size) if size else image
+
+            def embed() -> torch.Tensor:
+                self.stats["embed_style"] += 1
+                return self.model.embed_style(io.to_tensor(image, self.model.device))
+            z_embed = self._code(self.styles, self.style_kind(size), src.key, embed)
+        return Style(src.key, src.name, z_embed, image)
+
+    @torch.inference_mode()
+    def random_face(self, seed: int, truncation: float | None = None) -> Face:
+        """A random face: z ~ N(0, I) from ``make_generator(seed)`` on the model's device, the
+        checkpoint's truncation (or ``truncation``); ``image`` is its natural face."""
+        key = f"seed:{int(seed)}" if truncation is None else f"seed:{int(seed)}:t{truncation}"
+        m = self.model
+        with self.lock:
+            w_plus = self.faces.get(("random", key))
+            if w_plus is None:
+                z = torch.randn(1, m.generator.style_dim, generator=make_generator(seed, m.device), device=m.device)
+                w_plus = m.face_w_plus(z, truncation).contiguous()
+                self.faces.put(("random", key), w_plus)
+            self.stats["synthesize"] += 1
+            image = io.to_uint8(m.synthesize(w_plus=w_plus))[0]
+        return Face(key, f"random face {int(seed)}", w_plus, image)
+
+    def random_style(self, seed: int) -> Style:
+        """A random style code z_embed ~ N(0, I) from ``make_generator(seed)`` on the model's
+        device (the latent-guided mode of the official ``generate_image_pairs.py``)."""
+        m = self.model
+        z = torch.randn(1, m.generator.style_dim, generator=make_generator(seed, m.device), device=m.device)
+        return Style(f"seed:{int(seed)}", f"random style {int(seed)}", z)
+
+    def cached_face(self, key: str, size: int | None = None) -> torch.Tensor | None:
+        """The W+ of a face this session encoded (or drew) with ``key``, if still in memory."""
+        code = self.faces.get((self.face_kind(size), key))
+        return self.faces.get(("random", key)) if code is None else code
+
+    def cached_style(self, key: str, size: int | None = None) -> torch.Tensor | None:
+        """The style code of an image this session embedded with ``key``, if still in memory."""
+        return self.styles.get((self.style_kind(size), key))
+
+    # -- images -------------------------------------------------------------------------------
+    def _check_index(self, add_weight_index: int | None) -> None:
+        if add_weight_index is not None and not 0 <= add_weight_index <= self.model.n_latent:
+            raise UsageError(f"add_weight_index must be in 0..{self.model.n_latent} (or None), got {add_weight_index}")
+
+    @torch.inference_mode()
+    def blend(self, face: Face | torch.Tensor, style: Style | torch.Tensor,
+              add_weight_index: int | None = defaults.TRANSFER_ADD_WEIGHT_INDEX,
+              strength: float = 1.0) -> torch.Tensor:
+        """W+ [1, n_latent, 512] of ``face`` stylized by ``style`` (objects of this session or
+        their codes).  ``strength`` in [0, 1] scales the style part of the blend: with the face
+        W+ ``w`` and the official blend ``b``, ``w + strength·(b − w)``; 1 is the official
+        result bit for bit, 0 the face alone."""
+        self._check_index(add_weight_index)
+        s = float(strength)
+        if not 0.0 <= s <= 1.0:
+            raise UsageError(f"style strength must be in 0..1, got {s:g}")
+        w_plus = face.w_plus if isinstance(face, Face) else face
+        z_embed = style.z_embed if isinstance(style, Style) else style
+        blended = self.model.blend(w_plus, z_embed, add_weight_index)
+        return blended if s == 1.0 else torch.lerp(w_plus, blended, s)
+
+    @torch.inference_mode()
+    def render(self, face: Face | torch.Tensor, style: Style | torch.Tensor,
+               add_weight_index: int | None = defaults.TRANSFER_ADD_WEIGHT_INDEX,
+               strength: float = 1.0) -> np.ndarray:
+        """The stylized face, RGB uint8 [size, size, 3] (see :meth:`blend`)."""
+        with self.lock:
+            w = self.blend(face, style, add_weight_index, strength)
+            self.stats["synthesize"] += 1
+            return io.to_uint8(self.model.synthesize(w_plus=w))[0]
+
+    @torch.inference_mode()
+    def tour(self, face: Face | torch.Tensor, styles: Sequence[Style | torch.Tensor], alphas: Sequence[float], *,
+             add_weight_index: int | None = defaults.VIDEO_ADD_WEIGHT_INDEX,
+             batch_size: int = defaults.BATCH_SIZE) -> Iterator[tuple[int, slice, np.ndarray]]:
+        """Frames of ``face`` moving through ``styles`` (two or more) in order:
+        ``(k, slice of alphas, RGB uint8 frames [B, S, S, 3])`` during the change from style k
+        to style k + 1 (:func:`blendgan.synthesis.style_tour`)."""
+        if len(styles) < 2:
+            raise UsageError("a style tour needs at least two styles")
+        self._check_index(add_weight_index)
+        w_plus = face.w_plus if isinstance(face, Face) else face
+        codes = [s.z_embed if isinstance(s, Style) else s for s in styles]
+        with self.lock:
+            for k, sl, images in style_tour(self.model, w_plus, codes, alphas, add_weight_index=add_weight_index,
+                                            batch_size=batch_size):
+                self.stats["synthesize"] += 1
+                yield k, sl, io.to_uint8(images)

@@ -1,0 +1,260 @@
+"""The page's state on plain values, without Gradio: what the unit tests drive.
+
+Faces and styles are referred to by small dicts (``ref``) that live in the page's state:
+``{"kind": "image", "key": "sha256:…", "path": ..., "name": ...}`` or
+``{"kind": "seed", "seed": int, "name": ...}``.  Their codes live in a
+:class:`blendgan.Session` (so moving a slider re-runs only the generator); a face or style
+whose code was evicted is read again from its path.  The studio adds what only a page needs:
+upload checks, previews, result files in a work folder.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from .. import defaults, io
+from ..cache import LRU
+from ..errors import ImageError, NoFaceError
+from ..session import Session, content_key
+from ..synthesis import transition_alphas
+from .uploads import MAX_UPLOAD_BYTES, MAX_UPLOAD_SIDE, WebError, decode_upload, display_name, read_upload
+
+CACHE_SIZE = 32                       # face codes and style codes kept (each)
+KEEP_FILES = 64                       # PNG / MP4 files kept in the demo's temporary folder
+VIDEO_MAX_FRAMES = 150
+VIDEO_STEPS = 8                       # transition frames per style change (the CLI uses 20)
+VIDEO_HOLD = 3
+VIDEO_FPS = 12
+PREVIEW_SIDE = 512                    # style previews are shown at most this large
+
+
+def describe(ref: dict | None) -> str:
+    """A short name for a face or style reference."""
+    return ref["name"] if isinstance(ref, dict) else "none"
+
+
+class Studio:
+    """Everything the page does, on plain values: images are RGB uint8 arrays or file paths.
+
+    ``aligner``: ``"auto"`` (:mod:`blendgan.align` when it and dlib are installed), None (never
+    align), or an object with ``align(rgb, size) -> list of crops`` and optionally
+    ``needs_alignment(rgb) -> bool`` (default: anything but a 256/512/1024 square needs it).
+    ``workdir``: where result PNGs and videos are written (default: a new temporary folder,
+    removed by :meth:`close`).
+    """
+
+    def __init__(self, model, *, aligner: Any = "auto", cache_size: int = CACHE_SIZE,
+                 workdir: str | os.PathLike | None = None, max_bytes: int = MAX_UPLOAD_BYTES,
+                 max_side: int = MAX_UPLOAD_SIDE):
+        self.model = model
+        self.session = Session(model, align="auto", aligner=None if aligner == "auto" else (aligner or False),
+                               align_optional=True, capacity=cache_size)
+        self.lock = self.session.lock
+        self.max_bytes, self.max_side = max_bytes, max_side
+        self.previews = LRU(2 * cache_size)   # (kind, key) -> RGB uint8 preview
+        self._own_workdir = workdir is None
+        self.workdir = Path(tempfile.mkdtemp(prefix="blendgan-web-") if workdir is None else workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self._files_guard = threading.Lock()
+
+    # -- housekeeping ------------------------------------------------------------------------
+    @property
+    def stats(self):
+        """Encoder, generator and alignment calls so far (the session's counters)."""
+        return self.session.stats
+
+    @property
+    def align_off(self) -> str | None:
+        """Why faces are not aligned (the alignment extra is missing ...), once known; else None."""
+        return self.session.prepare.off
+
+    def aligner(self):
+        """The face aligner in use; None when alignment is unavailable (:attr:`align_off` says why)."""
+        return self.session.prepare.aligner
+
+    def close(self) -> None:
+        """Remove the temporary folder (when the studio created it)."""
+        if self._own_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def new_file(self, stem: str, suffix: str) -> Path:
+        """A fresh result path; the oldest results beyond :data:`KEEP_FILES` are removed.
+        Several sessions call this at once: files being written (hidden temporaries) are
+        left alone, and files another call removed meanwhile are skipped."""
+        with self._files_guard:
+            files = []
+            for p in self.workdir.iterdir():
+                if p.name.startswith("."):
+                    continue
+                with contextlib.suppress(FileNotFoundError):
+                    files.append((p.stat().st_mtime, p))
+            files.sort()
+            for _, old in files[:max(0, len(files) - KEEP_FILES + 1)]:
+                old.unlink(missing_ok=True)
+            return self.workdir / f"{stem}_{secrets.token_hex(3)}{suffix}"
+
+    @property
+    def can_encode_faces(self) -> bool:
+        return self.model.psp is not None
+
+    @property
+    def can_embed_styles(self) -> bool:
+        return self.model.has_style_encoder
+
+    # -- faces and styles --------------------------------------------------------------------
+    def _load(self, kind: str, path: str | os.PathLike, name: str | None) -> tuple[dict, np.ndarray, list[str]]:
+        """Check, decode and encode a face (pSp, after alignment) or a style (VGG19) image, cached
+        by content: ``(ref, preview, notes)``; :class:`WebError` for bad input."""
+        name = name or Path(path).name
+        if kind == "face" and not self.can_encode_faces:
+            raise WebError("uploading faces needs the pSp encoder (start with --psp-encoder); use Random face")
+        if kind == "style" and not self.can_embed_styles:
+            raise WebError("this checkpoint has no style encoder; use Random style")
+        data = read_upload(path, self.max_bytes)
+        key = content_key(data)
+        ref = {"kind": "image", "key": key, "path": str(path), "name": display_name(name)}
+        preview = self.previews.get((kind, key))
+        if preview is not None and self._cached(kind, key) is not None:
+            return ref, preview, []
+        rgb = decode_upload(data, name, self.max_side)
+        try:
+            if kind == "face":
+                face = self.session.face(rgb, name, key=key)
+                preview, notes = io.resize(face.image, self.model.size), list(face.notes)
+            else:
+                self.session.style(rgb, name, key=key)
+                preview, notes = io.fit_within(rgb, PREVIEW_SIDE), []
+        except NoFaceError as exc:
+            raise WebError(f"{exc}; upload a photo in which a face is clearly visible") from None
+        except ImageError as exc:
+            raise WebError(str(exc)) from None
+        self.previews.put((kind, key), preview)
+        return ref, preview, notes
+
+    def _cached(self, kind: str, key: str) -> torch.Tensor | None:
+        return self.session.cached_face(key) if kind == "face" else self.session.cached_style(key)
+
+    def code(self, kind: str, ref: dict) -> torch.Tensor:
+        """The code of a face (W+ [1, n_latent, 512]) or style (z_embed [1, 512]) reference,
+        encoded again if it was evicted from the cache."""
+        if not isinstance(ref, dict):
+            raise WebError(f"choose a {kind} first: upload one, pick one or press Random {kind}")
+        if ref["kind"] == "seed":
+            if kind == "style":
+                return self.session.random_style(ref["seed"]).z_embed
+            code = self.session.cached_face(f"seed:{ref['seed']}")
+            return self.session.random_face(ref["seed"]).w_plus if code is None else code
+        code = self._cached(kind, ref["key"])
+        if code is None:  # evicted from the cache: read it again
+            self._load(kind, ref["path"], ref["name"])
+            code = self._cached(kind, ref["key"])
+            if code is None:
+                raise WebError(f"{ref['name']}: the {kind} image is no longer available, please choose it again")
+        return code
+
+    def load_face(self, path: str | os.PathLike, name: str | None = None) -> tuple[dict, np.ndarray, list[str]]:
+        """A face image: ``(ref, preview RGB [size, size, 3], notes)`` (aligned when it needs it)."""
+        return self._load("face", path, name)
+
+    def load_style(self, path: str | os.PathLike, name: str | None = None) -> tuple[dict, np.ndarray]:
+        """A style image: ``(ref, preview)``."""
+        return self._load("style", path, name)[:2]
+
+    def random_face(self, seed: int | None = None) -> tuple[dict, np.ndarray]:
+        """A random face: z ~ N(0, I) from ``torch.Generator().manual_seed(seed)``, the
+        checkpoint's truncation.  Returns ``(ref, preview of the natural face)``."""
+        seed = secrets.randbelow(2**31) if seed is None else int(seed)
+        ref = {"kind": "seed", "seed": seed, "name": f"random face {seed}"}
+        return ref, self.session.random_face(seed).image
+
+    def random_style(self, seed: int | None = None) -> dict:
+        """A random style code z_embed ~ N(0, I) from ``torch.Generator().manual_seed(seed)``
+        (the latent-guided mode of the official ``generate_image_pairs.py``)."""
+        seed = secrets.randbelow(2**31) if seed is None else int(seed)
+        return {"kind": "seed", "seed": seed, "name": f"random style {seed}"}
+
+    def face_code(self, ref: dict) -> torch.Tensor:
+        return self.code("face", ref)
+
+    def style_code(self, ref: dict) -> torch.Tensor:
+        return self.code("style", ref)
+
+    # -- generation --------------------------------------------------------------------------
+    def _index(self, add_weight_index) -> int:
+        try:
+            i = int(round(float(add_weight_index)))
+        except (TypeError, ValueError):
+            raise WebError(f"add_weight_index must be a number in 0..{self.model.n_latent}") from None
+        if not 0 <= i <= self.model.n_latent:
+            raise WebError(f"add_weight_index must be in 0..{self.model.n_latent}, got {i}")
+        return i
+
+    @staticmethod
+    def _strength(strength) -> float:
+        try:
+            s = float(strength)
+        except (TypeError, ValueError):
+            raise WebError("style strength must be a number in 0..1") from None
+        if not 0.0 <= s <= 1.0:
+            raise WebError(f"style strength must be in 0..1, got {s:g}")
+        return s
+
+    def blend(self, face_ref: dict, style_ref: dict, add_weight_index=defaults.TRANSFER_ADD_WEIGHT_INDEX,
+              strength: float = 1.0) -> torch.Tensor:
+        """W+ [1, n_latent, 512] of the stylized face (:meth:`blendgan.Session.blend`)."""
+        i, s = self._index(add_weight_index), self._strength(strength)
+        return self.session.blend(self.face_code(face_ref), self.style_code(style_ref), i, s)
+
+    def render(self, face_ref: dict, style_ref: dict, add_weight_index=defaults.TRANSFER_ADD_WEIGHT_INDEX,
+               strength: float = 1.0) -> np.ndarray:
+        """The stylized face, RGB uint8 [size, size, 3]; encoders run only on a cache miss."""
+        i, s = self._index(add_weight_index), self._strength(strength)
+        with self.lock:
+            return self.session.render(self.face_code(face_ref), self.style_code(style_ref), i, s)
+
+    def save_png(self, image: np.ndarray, stem: str = "blendgan") -> Path:
+        """Write a result as a PNG in the work folder (for download)."""
+        safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in stem)[:80] or "blendgan"
+        return io.write_image(self.new_file(safe, ".png"), image, "png")
+
+    def render_video(self, face_ref: dict, style_refs: Sequence[dict],
+                     add_weight_index=defaults.VIDEO_ADD_WEIGHT_INDEX, steps: int = VIDEO_STEPS,
+                     hold: int = VIDEO_HOLD, fps: float = VIDEO_FPS,
+                     progress: Callable[[int, int], None] | None = None) -> Path:
+        """An .mp4 of the face while its style moves through ``style_refs`` (2 or more), with
+        :meth:`blendgan.Session.tour` and the sigmoid transition of the official video script
+        (``steps`` frames per change, ``hold`` frames on each style)."""
+        if len(style_refs) < 2:
+            raise WebError("choose at least two styles for a video")
+        i = self._index(add_weight_index)
+        steps, hold = int(steps), int(hold)
+        alphas = transition_alphas(steps, hold)
+        total = (len(style_refs) - 1) * len(alphas) + hold
+        if total > VIDEO_MAX_FRAMES:
+            raise WebError(f"that would be {total} frames (limit {VIDEO_MAX_FRAMES}); "
+                           "use fewer styles or fewer transition frames")
+        path = self.new_file("blendgan_video", ".mp4")
+        with self.lock:
+            face = self.face_code(face_ref)
+            codes = [self.style_code(r) for r in style_refs]
+            done, last = 0, None
+            with io.VideoWriter(path, fps=float(fps)) as writer:
+                for _, _, frames in self.session.tour(face, codes, alphas, add_weight_index=i):
+                    writer.write(frames)
+                    last = frames[-1]
+                    done += len(frames)
+                    if progress is not None:
+                        progress(done, total)
+                if hold:
+                    writer.write(np.repeat(last[None], hold, axis=0))
+        return path
+
