@@ -45,6 +45,11 @@ class GeneratorConfig:
     style_encoder: bool
     channels: tuple[tuple[int, int], ...] = ()  # (resolution, width) pairs read from the weights
 
+    @property
+    def n_latent(self) -> int:
+        """W+ layers: 2·log2(size) − 2."""
+        return 2 * (self.size.bit_length() - 1) - 2
+
 
 def _short(keys, limit: int = 3) -> str:
     keys = sorted(keys)
@@ -188,6 +193,13 @@ def infer_generator_config(sd: dict, path="checkpoint") -> GeneratorConfig:
                            channel_multiplier=channel_multiplier,
                            style_encoder=any(k.startswith("embedder.") for k in sd),
                            channels=tuple(sorted(channels.items())))
+
+
+def generator_config(path: str | os.PathLike) -> GeneratorConfig:
+    """The configuration of ``blendgan.pt`` read from its tensors' names and shapes, without
+    loading the weights (the file is memory-mapped)."""
+    sd, _ = _as_state_dict(load_file(path), path, ("g_ema",), "to_rgbs.")
+    return infer_generator_config(sd, path)
 
 
 def n_latent_to_size(n_latent: int) -> int:

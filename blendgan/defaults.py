@@ -17,6 +17,9 @@ TRUNCATION = 0.75           # face truncation psi when the checkpoint stores non
 TRUNCATION_MEAN = 4096      # mapped samples averaged when the checkpoint has no latent_avg
 MEAN_LATENT_SEED = 0        # seed of those samples when no generator is given
 
+# -- stylization controls (blendgan.controls) ---------------------------------------------------
+STRENGTH = 1.0               # 1 = the official blend, 0 = the face alone
+
 # -- jobs ---------------------------------------------------------------------------------------
 BATCH_SIZE = 4
 FORMAT = "jpg"

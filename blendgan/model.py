@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import os
+from typing import Sequence
 
 import torch
 from torch import nn
 
 from . import checkpoint as ckpt_io
 from . import defaults
+from .controls import Strength, check_style_weights, face_weights
 from .errors import CheckpointError, UsageError
 from .models import Generator, PSPEncoder
 from .runtime import resolve_device, resolve_dtype
@@ -165,14 +167,51 @@ class BlendGAN(nn.Module):
         if add_weight_index is not None and not 0 <= add_weight_index <= self.n_latent:
             raise UsageError(f"add_weight_index must be in 0..{self.n_latent} (or None), got {add_weight_index}")
 
-    def blend(self, w_plus: torch.Tensor, z_embed: torch.Tensor | None,
-              add_weight_index: int | None = None) -> torch.Tensor:
-        """Weighted blending of face W+ [N, n_latent, 512] with the style of z_embed [N or 1, 512]."""
+    def face_weights(self, add_weight_index: int | None = None, strength: Strength = 1.0,
+                     preserve_color: bool = False) -> torch.Tensor:
+        """Per-layer face weights ``a'`` [1 or N, n_latent] of the blend for these controls
+        (:mod:`blendgan.controls`): 1 = the face's W, 0 = the style's."""
         self._check_index(add_weight_index)
+        a = self.generator.add_weight.detach().clamp(0.0, 1.0).reshape(1, self.n_latent)
+        return face_weights(a, add_weight_index, strength, preserve_color)
+
+    def style_w(self, z_embed: torch.Tensor, style_weights: Sequence[float] | torch.Tensor | None = None,
+                batch: int | None = None) -> torch.Tensor:
+        """Style codes z_embed [N, 512], or [N, K, 512] to mix K styles by ``style_weights`` [K]
+        (normalised; default uniform) -> w_style [N, 512] (mapped, then mixed).  A batch of 1
+        is broadcast to ``batch``."""
+        if z_embed.ndim not in (2, 3) or z_embed.shape[-1] != self.generator.style_dim:
+            raise UsageError(f"z_embed must be [N, {self.generator.style_dim}] or [N, K, {self.generator.style_dim}], "
+                             f"got {tuple(z_embed.shape)}")
+        z_embed = z_embed.to(self.device, self.dtype)
+        if batch is not None:
+            z_embed = _match_batch(z_embed, batch, "z_embed")
+        if z_embed.ndim == 2:
+            if style_weights is not None and len(style_weights) != 1:
+                raise UsageError(f"style weights: 1 style needs 1 weight, got {len(style_weights)}")
+            return self.generator.style_mapping(z_embed)
+        n, k, d = z_embed.shape
+        weights = check_style_weights(style_weights, k)
+        w = self.generator.style_mapping(z_embed.reshape(n * k, d)).reshape(n, k, d)
+        if weights is None:
+            return w[:, 0]
+        return (w * weights.to(w.device, w.dtype).view(1, k, 1)).sum(1)
+
+    def blend(self, w_plus: torch.Tensor, z_embed: torch.Tensor | None, add_weight_index: int | None = None, *,
+              strength: Strength = 1.0, preserve_color: bool = False,
+              style_weights: Sequence[float] | torch.Tensor | None = None) -> torch.Tensor:
+        """Weighted blending of face W+ [N, n_latent, 512] with the style of z_embed [N or 1, 512]
+        (or [N or 1, K, 512], K styles mixed by ``style_weights``):
+        ``w_plus·a' + w_style·(1 − a')`` with ``a'`` = :meth:`face_weights`.  The defaults are the
+        official blend, bit for bit."""
+        a = self.face_weights(add_weight_index, strength, preserve_color)
         if z_embed is None:
             return w_plus
-        z_embed = _match_batch(z_embed.to(self.device, self.dtype), w_plus.shape[0], "z_embed")
-        return self.generator.blend(w_plus, self.generator.style_mapping(z_embed), add_weight_index)
+        if a.shape[0] not in (1, w_plus.shape[0]):
+            raise UsageError(f"strength has {a.shape[0]} rows for a batch of {w_plus.shape[0]}")
+        w_style = self.style_w(z_embed, style_weights, w_plus.shape[0]).unsqueeze(1)
+        a = a.unsqueeze(-1).to(w_plus.dtype)
+        return w_plus * a + w_style * (1 - a)
 
     # -- synthesis -------------------------------------------------------------------------
     def compile_synthesis(self, **options) -> "BlendGAN":
@@ -193,15 +232,20 @@ class BlendGAN(nn.Module):
                    z_embed: torch.Tensor | None = None, truncation: float | None = None,
                    add_weight_index: int | None = None, noise: str = "stored",
                    generator: torch.Generator | None = None,
-                   truncation_latent: torch.Tensor | None = None) -> torch.Tensor:
+                   truncation_latent: torch.Tensor | None = None, *, strength: Strength = 1.0,
+                   preserve_color: bool = False,
+                   style_weights: Sequence[float] | torch.Tensor | None = None) -> torch.Tensor:
         """Generate images [N, 3, size, size] (nominal range [-1, 1]).
 
         Give exactly one of ``z`` [N, 512] (a random face; truncation defaults to
         :attr:`default_truncation`) or ``w_plus`` [N, n_latent, 512] (e.g. from
         :meth:`encode_face`; no truncation unless one is given).  With ``z_embed`` [N or 1, 512]
-        the face is stylized by the weighted blending module; ``add_weight_index = i`` keeps
-        the first i W+ layers pure face.  ``noise``: ``'stored'`` (the checkpoint's fixed maps,
-        as the official scripts) or ``'random'`` (drawn from ``generator``).
+        (or [N or 1, K, 512]: K styles mixed by ``style_weights``) the face is stylized by the
+        weighted blending module; ``add_weight_index = i`` keeps the first i W+ layers pure
+        face, ``strength`` scales the style (0 the face, 1 the official blend, more: further
+        toward the style), ``preserve_color`` keeps the face's colours (see
+        :mod:`blendgan.controls`).  ``noise``: ``'stored'`` (the checkpoint's fixed maps, as
+        the official scripts) or ``'random'`` (drawn from ``generator``).
         """
         if (z is None) == (w_plus is None):
             raise UsageError("give exactly one of z or w_plus")
@@ -217,7 +261,8 @@ class BlendGAN(nn.Module):
             if truncation is not None and truncation < 1:
                 avg = self.truncation_latent() if truncation_latent is None else truncation_latent
                 w_plus = avg.unsqueeze(1) + truncation * (w_plus - avg.unsqueeze(1))
-        w_plus = self.blend(w_plus, z_embed, add_weight_index)
+        w_plus = self.blend(w_plus, z_embed, add_weight_index, strength=strength, preserve_color=preserve_color,
+                            style_weights=style_weights)
         if noise == "stored":
             noises = None
         elif noise == "random":

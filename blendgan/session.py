@@ -31,6 +31,7 @@ import torch
 from . import defaults, io
 from .align.prepare import FacePreparer
 from .cache import LRU, EncodingCache
+from .controls import Strength
 from .errors import UsageError
 from .model import BlendGAN
 from .runtime import make_generator
@@ -74,6 +75,10 @@ class Style:
     name: str
     z_embed: torch.Tensor
     image: np.ndarray | None = None
+
+
+#: A style for :meth:`Session.blend`: a :class:`Style`, a code [1, 512], or several of them to mix.
+StyleLike = Union[Style, torch.Tensor, Sequence[Union[Style, torch.Tensor]]]
 
 
 @dataclass
@@ -226,51 +231,52 @@ class Session:
         return self.styles.get((self.style_kind(size), key))
 
     # -- images -------------------------------------------------------------------------------
-    def _check_index(self, add_weight_index: int | None) -> None:
-        if add_weight_index is not None and not 0 <= add_weight_index <= self.model.n_latent:
-            raise UsageError(f"add_weight_index must be in 0..{self.model.n_latent} (or None), got {add_weight_index}")
+    @staticmethod
+    def style_codes(style: StyleLike) -> torch.Tensor:
+        """z_embed of a :class:`Style` or code [1, 512], or of several, stacked for mixing: [1, K, 512]."""
+        if isinstance(style, (Style, torch.Tensor)):
+            return style.z_embed if isinstance(style, Style) else style
+        codes = [s.z_embed if isinstance(s, Style) else s for s in style]
+        if not codes:
+            raise UsageError("no style given")
+        return codes[0] if len(codes) == 1 else torch.stack([c.reshape(-1) for c in codes]).unsqueeze(0)
 
     @torch.inference_mode()
-    def blend(self, face: Face | torch.Tensor, style: Style | torch.Tensor,
-              add_weight_index: int | None = defaults.TRANSFER_ADD_WEIGHT_INDEX,
-              strength: float = 1.0) -> torch.Tensor:
+    def blend(self, face: Face | torch.Tensor, style: StyleLike,
+              add_weight_index: int | None = defaults.TRANSFER_ADD_WEIGHT_INDEX, strength: Strength = 1.0, *,
+              preserve_color: bool = False, style_weights: Sequence[float] | None = None) -> torch.Tensor:
         """W+ [1, n_latent, 512] of ``face`` stylized by ``style`` (objects of this session or
-        their codes).  ``strength`` in [0, 1] scales the style part of the blend: with the face
-        W+ ``w`` and the official blend ``b``, ``w + strength·(b − w)``; 1 is the official
-        result bit for bit, 0 the face alone."""
-        self._check_index(add_weight_index)
-        s = float(strength)
-        if not 0.0 <= s <= 1.0:
-            raise UsageError(f"style strength must be in 0..1, got {s:g}")
+        their codes; a list of styles is mixed by ``style_weights``).  ``strength``,
+        ``preserve_color``: see :mod:`blendgan.controls` (strength 1 is the official result bit
+        for bit, 0 the face alone)."""
         w_plus = face.w_plus if isinstance(face, Face) else face
-        z_embed = style.z_embed if isinstance(style, Style) else style
-        blended = self.model.blend(w_plus, z_embed, add_weight_index)
-        return blended if s == 1.0 else torch.lerp(w_plus, blended, s)
+        return self.model.blend(w_plus, self.style_codes(style), add_weight_index, strength=strength,
+                                preserve_color=preserve_color, style_weights=style_weights)
 
     @torch.inference_mode()
-    def render(self, face: Face | torch.Tensor, style: Style | torch.Tensor,
-               add_weight_index: int | None = defaults.TRANSFER_ADD_WEIGHT_INDEX,
-               strength: float = 1.0) -> np.ndarray:
+    def render(self, face: Face | torch.Tensor, style: StyleLike,
+               add_weight_index: int | None = defaults.TRANSFER_ADD_WEIGHT_INDEX, strength: Strength = 1.0, *,
+               preserve_color: bool = False, style_weights: Sequence[float] | None = None) -> np.ndarray:
         """The stylized face, RGB uint8 [size, size, 3] (see :meth:`blend`)."""
         with self.lock:
-            w = self.blend(face, style, add_weight_index, strength)
+            w = self.blend(face, style, add_weight_index, strength, preserve_color=preserve_color,
+                           style_weights=style_weights)
             self.stats["synthesize"] += 1
             return io.to_uint8(self.model.synthesize(w_plus=w))[0]
 
     @torch.inference_mode()
     def tour(self, face: Face | torch.Tensor, styles: Sequence[Style | torch.Tensor], alphas: Sequence[float], *,
-             add_weight_index: int | None = defaults.VIDEO_ADD_WEIGHT_INDEX,
-             batch_size: int = defaults.BATCH_SIZE) -> Iterator[tuple[int, slice, np.ndarray]]:
+             add_weight_index: int | None = defaults.VIDEO_ADD_WEIGHT_INDEX, batch_size: int = defaults.BATCH_SIZE,
+             strength: Strength = 1.0, preserve_color: bool = False) -> Iterator[tuple[int, slice, np.ndarray]]:
         """Frames of ``face`` moving through ``styles`` (two or more) in order:
         ``(k, slice of alphas, RGB uint8 frames [B, S, S, 3])`` during the change from style k
         to style k + 1 (:func:`blendgan.synthesis.style_tour`)."""
         if len(styles) < 2:
             raise UsageError("a style tour needs at least two styles")
-        self._check_index(add_weight_index)
         w_plus = face.w_plus if isinstance(face, Face) else face
         codes = [s.z_embed if isinstance(s, Style) else s for s in styles]
         with self.lock:
             for k, sl, images in style_tour(self.model, w_plus, codes, alphas, add_weight_index=add_weight_index,
-                                            batch_size=batch_size):
+                                            batch_size=batch_size, strength=strength, preserve_color=preserve_color):
                 self.stats["synthesize"] += 1
                 yield k, sl, io.to_uint8(images)

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from . import defaults
+from .controls import Strength
 from .errors import UsageError
 from .model import BlendGAN
 
@@ -49,12 +50,16 @@ def stylized_pairs(model: BlendGAN, zs: torch.Tensor, z_style: torch.Tensor, *,
                    truncation: float | None = None,
                    add_weight_index: int | None = defaults.PAIRS_ADD_WEIGHT_INDEX,
                    truncation_latent: torch.Tensor | None = None,
-                   batch_size: int = defaults.BATCH_SIZE) -> Iterator[tuple[slice, torch.Tensor, torch.Tensor]]:
-    """For face codes ``zs`` [P, 512] and one style ``z_style`` [1, 512], yield
-    ``(slice, natural [B, 3, S, S], stylized [B, 3, S, S])`` per batch."""
+                   batch_size: int = defaults.BATCH_SIZE, strength: Strength = 1.0, preserve_color: bool = False,
+                   style_weights: Sequence[float] | None = None
+                   ) -> Iterator[tuple[slice, torch.Tensor, torch.Tensor]]:
+    """For face codes ``zs`` [P, 512] and one style ``z_style`` [1, 512] (or [1, K, 512], K
+    styles mixed by ``style_weights``), yield ``(slice, natural [B, 3, S, S], stylized
+    [B, 3, S, S])`` per batch; ``strength`` and ``preserve_color`` as in :mod:`blendgan.controls`."""
     for sl in batches(zs.shape[0], batch_size):
         w_face = model.face_w_plus(zs[sl], truncation, truncation_latent)
-        w_styl = model.blend(w_face, z_style, add_weight_index)
+        w_styl = model.blend(w_face, z_style, add_weight_index, strength=strength, preserve_color=preserve_color,
+                             style_weights=style_weights)
         # rows below add_weight_index are pure face in both: those layers run once
         images = model.synthesis(torch.cat([w_face, w_styl]), shared=add_weight_index or 0, branches=2)
         b = w_face.shape[0]
@@ -63,14 +68,16 @@ def stylized_pairs(model: BlendGAN, zs: torch.Tensor, z_style: torch.Tensor, *,
 
 def transfer_batches(model: BlendGAN, w_plus: torch.Tensor, z_embed: torch.Tensor, *,
                      add_weight_index: int | None = defaults.TRANSFER_ADD_WEIGHT_INDEX,
-                     batch_size: int = defaults.BATCH_SIZE) -> Iterator[tuple[slice, torch.Tensor]]:
+                     batch_size: int = defaults.BATCH_SIZE, strength: Strength = 1.0,
+                     preserve_color: bool = False) -> Iterator[tuple[slice, torch.Tensor]]:
     """Stylize face codes ``w_plus`` [N, n_latent, 512] with styles ``z_embed`` [N or 1, 512]
     (paired row by row); yields ``(slice, images [B, 3, S, S])``."""
     n = w_plus.shape[0]
     if z_embed.shape[0] == 1:
-        z_embed = z_embed.expand(n, -1)
+        z_embed = z_embed.expand(n, *z_embed.shape[1:])
     for sl in batches(n, batch_size):
-        yield sl, model.synthesize(w_plus=w_plus[sl], z_embed=z_embed[sl], add_weight_index=add_weight_index)
+        yield sl, model.synthesize(w_plus=w_plus[sl], z_embed=z_embed[sl], add_weight_index=add_weight_index,
+                                   strength=strength, preserve_color=preserve_color)
 
 
 def transition_alphas(steps: int = defaults.VIDEO_TRANSITION_STEPS,
@@ -84,26 +91,45 @@ def transition_alphas(steps: int = defaults.VIDEO_TRANSITION_STEPS,
 def interpolation_frames(model: BlendGAN, w_plus: torch.Tensor, z_prev: torch.Tensor, z_next: torch.Tensor,
                          alphas: Sequence[float], *,
                          add_weight_index: int | None = defaults.VIDEO_ADD_WEIGHT_INDEX,
-                         batch_size: int = defaults.BATCH_SIZE) -> Iterator[tuple[slice, torch.Tensor]]:
+                         batch_size: int = defaults.BATCH_SIZE, strength: Strength = 1.0,
+                         preserve_color: bool = False) -> Iterator[tuple[slice, torch.Tensor]]:
     """Frames [B, 3, S, S] of face ``w_plus`` [1, n_latent, 512] while its style moves from
     ``z_prev`` to ``z_next`` ([1, 512]) by ``lerp`` at each alpha."""
     a = torch.tensor(list(alphas), dtype=z_prev.dtype, device=model.device).view(-1, 1)
     for sl in batches(len(alphas), batch_size):
         z = torch.lerp(z_prev.expand(a[sl].shape[0], -1), z_next.expand(a[sl].shape[0], -1), a[sl])
         yield sl, model.synthesize(w_plus=w_plus.expand(z.shape[0], -1, -1), z_embed=z,
-                                   add_weight_index=add_weight_index)
+                                   add_weight_index=add_weight_index, strength=strength,
+                                   preserve_color=preserve_color)
 
 
 def style_tour(model: BlendGAN, w_plus: torch.Tensor, codes: Sequence[torch.Tensor], alphas: Sequence[float], *,
                add_weight_index: int | None = defaults.VIDEO_ADD_WEIGHT_INDEX,
-               batch_size: int = defaults.BATCH_SIZE) -> Iterator[tuple[int, slice, torch.Tensor]]:
+               batch_size: int = defaults.BATCH_SIZE, strength: Strength = 1.0,
+               preserve_color: bool = False) -> Iterator[tuple[int, slice, torch.Tensor]]:
     """Face ``w_plus`` [1, n_latent, 512] moving through the styles ``codes`` ([1, 512] each,
     two or more) in order: ``(k, slice of alphas, frames [B, 3, S, S])`` for the change from
     style k to style k + 1 (:func:`interpolation_frames` of each consecutive pair)."""
     for k in range(len(codes) - 1):
         for sl, images in interpolation_frames(model, w_plus, codes[k], codes[k + 1], alphas,
-                                               add_weight_index=add_weight_index, batch_size=batch_size):
+                                               add_weight_index=add_weight_index, batch_size=batch_size,
+                                               strength=strength, preserve_color=preserve_color):
             yield k, sl, images
+
+
+def strength_ramp(model: BlendGAN, w_plus: torch.Tensor, z_embed: torch.Tensor, strengths: Sequence[float], *,
+                  add_weight_index: int | None = defaults.TRANSFER_ADD_WEIGHT_INDEX,
+                  batch_size: int = defaults.BATCH_SIZE, preserve_color: bool = False,
+                  style_weights: Sequence[float] | None = None) -> Iterator[tuple[slice, torch.Tensor]]:
+    """Frames [B, 3, S, S] of face ``w_plus`` [1, n_latent, 512] stylized by ``z_embed`` [1, 512]
+    (or [1, K, 512]) at each of ``strengths`` in turn (e.g. 0 → 1: from the face to the
+    stylized result); yields ``(slice of strengths, frames)``."""
+    s = torch.tensor(list(strengths), dtype=torch.float32).view(-1, 1)
+    for sl in batches(len(strengths), batch_size):
+        n = s[sl].shape[0]
+        yield sl, model.synthesize(w_plus=w_plus.expand(n, -1, -1), z_embed=z_embed,
+                                   add_weight_index=add_weight_index, strength=s[sl].expand(n, model.n_latent),
+                                   preserve_color=preserve_color, style_weights=style_weights)
 
 
 def slide_window(prev: np.ndarray, nxt: np.ndarray, alpha: float) -> np.ndarray:

@@ -1,7 +1,7 @@
 """The ``blendgan`` command line: the only code that parses arguments.
 
 Each command is a :class:`~blendgan.cli.base.Command` that registers its own parser and
-calls the library with typed arguments: :mod:`.jobs` (pairs, transfer, video), :mod:`.align`,
+calls the library with typed arguments: :mod:`.jobs` (pairs, transfer, video), :mod:`.sheet`, :mod:`.align`,
 :mod:`.info` (info, download), :mod:`.web`, :mod:`.train` (train, train-style-encoder);
 :mod:`.official` holds the drop-in scripts' flag sets.
 """
@@ -15,12 +15,14 @@ from .align import AlignCommand
 from .base import Command, run, setup_logging, sigterm_as_interrupt
 from .info import DownloadCommand, InfoCommand
 from .jobs import PairsCommand, TransferCommand, VideoCommand
+from .sheet import SheetCommand
 from .train import TrainCommand, TrainStyleEncoderCommand
 from .web import WebCommand
 
 #: the subcommands, in the order of ``blendgan --help``
-COMMANDS: tuple[type[Command], ...] = (PairsCommand, TransferCommand, VideoCommand, AlignCommand, InfoCommand,
-                                       DownloadCommand, WebCommand, TrainCommand, TrainStyleEncoderCommand)
+COMMANDS: tuple[type[Command], ...] = (PairsCommand, TransferCommand, VideoCommand, SheetCommand, AlignCommand,
+                                       InfoCommand, DownloadCommand, WebCommand, TrainCommand,
+                                       TrainStyleEncoderCommand)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -6,6 +6,9 @@ import math
 from pathlib import Path
 
 from .. import defaults, io
+from ..checkpoint import generator_config
+from ..controls import check_strength, check_style_weights
+from ..errors import UsageError
 from ..runtime import PRECISIONS
 
 
@@ -54,6 +57,32 @@ def positive_float(value: str) -> float:
     if number <= 0:
         raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
     return number
+
+
+def strength_arg(value: str) -> float | list[float]:
+    """``--strength``: a number >= 0, or a comma list of one number per W+ layer."""
+    try:
+        values = [float(v) for v in value.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or a comma list of numbers, got {value!r}") from None
+    try:
+        check_strength(values[0] if len(values) == 1 else values)
+    except UsageError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return values[0] if len(values) == 1 else values
+
+
+def weights_arg(value: str) -> list[float]:
+    """``--style-weights``: a comma list of numbers with a positive sum."""
+    try:
+        values = [float(v) for v in value.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a comma list of numbers, got {value!r}") from None
+    try:
+        check_style_weights(values, len(values))
+    except UsageError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return values
 
 
 def device_arg(value: str) -> str:
@@ -135,6 +164,15 @@ def add_video_flags(p: argparse.ArgumentParser, snake: bool = False) -> None:
                    help="frames held on each style and at the end (default %(default)s)")
 
 
+def add_control_flags(p: argparse.ArgumentParser) -> None:
+    """The stylization controls of :mod:`blendgan.controls`."""
+    p.add_argument("--strength", type=strength_arg, default=defaults.STRENGTH,
+                   help="style strength: 0 = the face alone, 1 = the official blend, more = further toward the "
+                        "style; or a comma list with one value per W+ layer (default %(default)s)")
+    p.add_argument("--preserve-color", "--preserve-colour", dest="preserve_color", action="store_true",
+                   help="keep the face's colours (its fine layers, 64x64 and up, are not stylized)")
+
+
 def add_model_flags(p: argparse.ArgumentParser, psp: bool) -> None:
     p.add_argument("--ckpt", default=defaults.CKPT, help="BlendGAN checkpoint (default %(default)s)")
     if psp:
@@ -165,13 +203,19 @@ def add_folder_job_flags(p: argparse.ArgumentParser, outdir: str, add_weight_ind
 
 
 def check_paths(a: argparse.Namespace) -> None:
-    """Before a model is loaded: the inputs exist, and the output (and cache) folders exist
-    or are created and can be written, so that such a mistake costs no loading time."""
-    from ..errors import UsageError
+    """Before a model is loaded: the inputs exist, the output (and cache) folders exist or are
+    created and can be written, and a per-layer strength has one value per W+ layer of the
+    checkpoint, so that such a mistake costs no loading time."""
     for attr in ("input_img_path", "style_img_path", "style_img", "sample_zs"):
-        path = getattr(a, attr, None)
-        if path and not Path(path).exists():
-            raise UsageError(f"{path}: no such file or directory")
+        paths = getattr(a, attr, None)
+        for path in paths if isinstance(paths, list) else [paths]:
+            if path and not Path(path).exists():
+                raise UsageError(f"{path}: no such file or directory")
+    if isinstance(getattr(a, "strength", None), list):
+        n_latent = generator_config(a.ckpt).n_latent
+        if len(a.strength) != n_latent:
+            raise UsageError(f"--strength: {a.ckpt} has {n_latent} W+ layers, so a list needs {n_latent} values, "
+                             f"got {len(a.strength)}")
     for attr in ("outdir", "cache_dir"):
         if getattr(a, attr, None):
             io.prepare_outdir(getattr(a, attr))

@@ -5,6 +5,7 @@ import argparse
 import logging
 
 from .. import defaults
+from ..errors import UsageError
 from ..jobs import is_video_path, load_sample_zs, run_pairs, run_transfer, run_video, stylize_video_folder
 from ..model import BlendGAN
 from ..runtime import configure_backends, process_group
@@ -25,6 +26,12 @@ def open_model(ckpt: str, psp_encoder: str | None, device, size: int | None = No
     return model.compile_synthesis() if compile else model
 
 
+def controls(a: argparse.Namespace) -> dict:
+    """The stylization controls given (the drop-in scripts have none: the official blend)."""
+    return {"strength": getattr(a, "strength", defaults.STRENGTH),
+            "preserve_color": getattr(a, "preserve_color", False)}
+
+
 def _open(a: argparse.Namespace, device, psp: bool = True) -> BlendGAN:
     return open_model(a.ckpt, a.psp_encoder if psp else None, device, a.size, a.channel_multiplier, a.precision,
                       a.compile)
@@ -41,8 +48,11 @@ class PairsCommand(Command):
         p.add_argument("--outdir", default="outputs/pairs", help="output folder (default %(default)s)")
         p.add_argument("--pics", type=A.int_at_least(1), default=defaults.PAIRS_PICS,
                        help="number of pairs (default %(default)s)")
-        p.add_argument("--style-img", "--style_img", dest="style_img", default=None,
-                       help="reference style image; omitted: a random style code (latent-guided)")
+        p.add_argument("--style-img", "--style_img", dest="style_img", action="append", default=None,
+                       help="reference style image; omitted: a random style code (latent-guided); "
+                            "give it several times to mix styles")
+        p.add_argument("--style-weights", dest="style_weights", type=A.weights_arg, default=None,
+                       help="mixing weights of the --style-img images, e.g. 0.3,0.7 (default: equal)")
         p.add_argument("--truncation", type=A.finite_float, default=None,
                        help="face truncation psi (default: the checkpoint's, else 0.75; >=1 disables)")
         p.add_argument("--truncation-mean", "--truncation_mean", dest="truncation_mean", type=A.int_at_least(1),
@@ -51,10 +61,16 @@ class PairsCommand(Command):
         p.add_argument("--sample-zs", "--sample_zs", dest="sample_zs", default=None,
                        help="torch.save'd face codes [P, 512] to use instead of random ones")
         A.add_index_flag(p, defaults.PAIRS_ADD_WEIGHT_INDEX)
+        A.add_control_flags(p)
         A.add_runtime_flags(p)
 
     def run(self, a: argparse.Namespace) -> int:
         A.check_paths(a)
+        styles = a.style_img if isinstance(a.style_img, list) else [a.style_img] if a.style_img else []
+        weights = getattr(a, "style_weights", None)
+        if weights is not None and len(weights) != len(styles):
+            raise UsageError(f"--style-weights: {len(styles)} --style-img image(s) need {len(styles)} weights, "
+                             f"got {len(weights)}")
         with process_group(a.device) as env:
             model = _open(a, env.device, psp=False)
             truncation = a.truncation
@@ -62,10 +78,11 @@ class PairsCommand(Command):
                 truncation = model.stored_truncation  # the official script's rule
                 log.info("truncation %s (from the checkpoint)", truncation)
             zs = load_sample_zs(a.sample_zs, a.pics, model.generator.style_dim) if a.sample_zs else None
-            report = run_pairs(model, a.outdir, pics=a.pics, style_image=a.style_img, zs=zs, truncation=truncation,
+            report = run_pairs(model, a.outdir, pics=a.pics, style_image=styles, zs=zs, truncation=truncation,
                                truncation_mean=a.truncation_mean, add_weight_index=a.add_weight_index, seed=a.seed,
                                batch_size=a.batch_size, fmt=a.format, overwrite=a.overwrite,
-                               progress=not a.quiet and env.main, shard=env.shard)
+                               progress=not a.quiet and env.main, shard=env.shard, **controls(a),
+                               style_weights=weights)
         return finish(report, a.outdir)
 
 
@@ -77,6 +94,7 @@ class TransferCommand(Command):
     @classmethod
     def add_arguments(cls, p: argparse.ArgumentParser) -> None:
         A.add_folder_job_flags(p, "outputs/transfer", defaults.TRANSFER_ADD_WEIGHT_INDEX, "face image or folder")
+        A.add_control_flags(p)
         A.add_runtime_flags(p, seed=False)
 
     def run(self, a: argparse.Namespace) -> int:
@@ -86,7 +104,7 @@ class TransferCommand(Command):
             report = run_transfer(model, a.input_img_path, a.style_img_path, a.outdir,
                                   add_weight_index=a.add_weight_index, batch_size=a.batch_size, fmt=a.format,
                                   overwrite=a.overwrite, progress=not a.quiet and env.main,
-                                  cache_dir=a.cache_dir, shard=env.shard, align=a.align)
+                                  cache_dir=a.cache_dir, shard=env.shard, align=a.align, **controls(a))
         return finish(report, a.outdir)
 
 
@@ -101,6 +119,7 @@ class VideoCommand(Command):
         A.add_folder_job_flags(p, "outputs/video", defaults.VIDEO_ADD_WEIGHT_INDEX,
                                "face image or folder, or a video of a face (.mp4 .mov .mkv ...)")
         A.add_video_flags(p)
+        A.add_control_flags(p)
         A.add_runtime_flags(p, images=False)
 
     def run(self, a: argparse.Namespace) -> int:
@@ -114,7 +133,7 @@ class VideoCommand(Command):
                                transition_steps=a.transition_steps, hold_frames=a.hold_frames,
                                batch_size=a.batch_size, overwrite=a.overwrite,
                                progress=not a.quiet and env.main, cache_dir=a.cache_dir, shard=env.shard,
-                               align=a.align, layout=a.layout, gif=a.gif)
+                               align=a.align, layout=a.layout, gif=a.gif, **controls(a))
         return finish(report, a.outdir)
 
     @staticmethod
@@ -123,6 +142,6 @@ class VideoCommand(Command):
         model = _open(a, a.device)
         report = stylize_video_folder(model, a.input_img_path, a.style_img_path, a.outdir, gif=a.gif,
                                       overwrite=a.overwrite, add_weight_index=a.add_weight_index,
-                                      batch_size=a.batch_size, progress=not a.quiet)
+                                      batch_size=a.batch_size, progress=not a.quiet, **controls(a))
         return finish(report, a.outdir)
 

@@ -25,6 +25,7 @@ import torch
 from .. import defaults, io
 from ..align import FaceAligner, FaceTracker, crop_quad, face_quad, paste_face
 from ..align.track import DEFAULT_SMOOTH
+from ..controls import Strength, check_strength
 from ..errors import DependencyError, UsageError, VideoError
 from ..io.video import CONTAINERS, DEFAULT_CRF
 from .report import JobReport, fail, write_failed
@@ -61,16 +62,19 @@ def style_code(model, style) -> torch.Tensor:
 def stylize_frames(model, frames: Iterable[np.ndarray], z_embed: torch.Tensor, fps: float, *,
                    add_weight_index: int | None = defaults.TRANSFER_ADD_WEIGHT_INDEX, batch_size: int = defaults.BATCH_SIZE,
                    align_size: int = DEFAULT_ALIGN_SIZE, smooth: float | None = DEFAULT_SMOOTH,
-                   aligner: FaceAligner | None = None) -> Iterator[np.ndarray]:
+                   aligner: FaceAligner | None = None, strength: Strength = defaults.STRENGTH,
+                   preserve_color: bool = False) -> Iterator[np.ndarray]:
     """Restyle the face in each RGB uint8 frame [H, W, 3]; yields frames [H, W, 3] in order.
 
     ``z_embed`` [1, 512] (from :func:`style_code`); ``fps`` sets the smoothing's time step.
-    Up to ``batch_size`` faces are held back to run the networks in batches.
+    Up to ``batch_size`` faces are held back to run the networks in batches.  ``strength``
+    and ``preserve_color``: see :mod:`blendgan.controls`.
     """
     if model.psp is None:
         raise UsageError("video stylization needs the pSp encoder (load it with psp_encoder=...)")
     if batch_size < 1:
         raise UsageError(f"batch size must be >= 1, got {batch_size}")
+    check_strength(strength, model.n_latent)
     tracker = FaceTracker((aligner or FaceAligner()).load(), fps, smooth)
     pending: list[tuple[np.ndarray, np.ndarray | None, np.ndarray | None]] = []  # frame, quad, crop
 
@@ -80,7 +84,8 @@ def stylize_frames(model, frames: Iterable[np.ndarray], z_embed: torch.Tensor, f
         if crops:
             w_plus = model.encode_face(io.to_tensor(np.stack(crops), model.device))
             faces = iter(io.to_uint8(model.synthesize(w_plus=w_plus, z_embed=z_embed,
-                                                      add_weight_index=add_weight_index)))
+                                                      add_weight_index=add_weight_index, strength=strength,
+                                                      preserve_color=preserve_color)))
         for frame, quad, crop in pending:
             yield frame if crop is None else paste_face(frame, next(faces), quad)
         pending.clear()
@@ -124,9 +129,10 @@ def stylize_video(model, input_video: str | os.PathLike, style_image, out_path: 
                   add_weight_index: int | None = defaults.TRANSFER_ADD_WEIGHT_INDEX, batch_size: int = defaults.BATCH_SIZE,
                   align_size: int = DEFAULT_ALIGN_SIZE, smooth: float | None = DEFAULT_SMOOTH,
                   keep_audio: bool = True, crf: int = DEFAULT_CRF,
-                  progress: bool = True, aligner: FaceAligner | None = None) -> Path:
+                  progress: bool = True, aligner: FaceAligner | None = None, strength: Strength = defaults.STRENGTH,
+                  preserve_color: bool = False) -> Path:
     """Restyle the face in ``input_video`` with ``style_image`` (see :func:`style_code`); write
-    ``out_path`` atomically and return it.
+    ``out_path`` atomically and return it (``strength``, ``preserve_color``: see :mod:`blendgan.controls`).
 
     ``.mp4``/``.m4v``/``.mov``/``.mkv``: H.264 (yuv420p, ``crf``; mp4/mov with ``+faststart``)
     with the source's timestamps and, with ``keep_audio``, its audio.  ``.gif``: a looping
@@ -156,7 +162,7 @@ def stylize_video(model, input_video: str | os.PathLike, style_image, out_path: 
         ain = src.streams.audio[0] if keep_audio and src.streams.audio and suffix != ".gif" else None
         bar = tqdm(total=vin.frames or None, desc="video", unit="frame", disable=not progress)
         kwargs = dict(add_weight_index=add_weight_index, batch_size=batch_size, align_size=align_size,
-                      smooth=smooth, aligner=aligner)
+                      smooth=smooth, aligner=aligner, strength=strength, preserve_color=preserve_color)
         if suffix == ".gif":
             frames = (f.to_ndarray(format="rgb24") for f in src.decode(vin))
             io.write_gif(_counted(stylize_frames(model, frames, z_embed, fps, **kwargs), bar), out_path, fps)

@@ -1,13 +1,16 @@
 """``blendgan pairs``: random faces, natural and stylized side by side."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import Sequence
 
 import torch
 from tqdm.auto import tqdm
 
 from .. import defaults, io
 from ..checkpoint import load_file
+from ..controls import Strength, check_strength, check_style_weights
 from ..errors import UsageError
 from ..model import BlendGAN
 from ..runtime import Shard, make_generator
@@ -24,26 +27,35 @@ def load_sample_zs(path: str | Path, pics: int, dim: int = 512) -> torch.Tensor:
 
 @torch.inference_mode()
 def run_pairs(model: BlendGAN, outdir: str | Path, pics: int = defaults.PAIRS_PICS,
-              style_image: str | Path | None = None, zs: torch.Tensor | None = None,
+              style_image: str | Path | Sequence[str | Path] | None = None, zs: torch.Tensor | None = None,
               truncation: float | None = None, truncation_mean: int = defaults.TRUNCATION_MEAN,
               add_weight_index: int | None = defaults.PAIRS_ADD_WEIGHT_INDEX, seed: int = defaults.SEED,
               batch_size: int = defaults.BATCH_SIZE, fmt: str = defaults.FORMAT, overwrite: bool = False,
-              progress: bool = True, shard: Shard = Shard()) -> JobReport:
+              progress: bool = True, shard: Shard = Shard(), strength: Strength = defaults.STRENGTH,
+              preserve_color: bool = False, style_weights: Sequence[float] | None = None) -> JobReport:
     """Write ``{i:06d}.{fmt}`` = [natural | stylized] for ``pics`` random faces.
 
-    The style is ``style_image`` (embedded at its own size) or a random style code.  The
-    random draws follow the official script: the truncation mean (only without a stored
-    ``latent_avg``), then the style code, then one face code per picture.  With a
-    ``shard``, this process writes its batches only (all codes are still drawn, so every
-    image is the one a single process would write).
+    The style is ``style_image`` (embedded at its own size; several images are mixed by
+    ``style_weights``, default uniform) or a random style code.  ``strength`` and
+    ``preserve_color``: see :mod:`blendgan.controls`.  The random draws follow the official
+    script: the truncation mean (only without a stored ``latent_avg``), then the style code,
+    then one face code per picture.  With a ``shard``, this process writes its batches only
+    (all codes are still drawn, so every image is the one a single process would write).
     """
+    check_strength(strength, model.n_latent)
+    images = [style_image] if isinstance(style_image, (str, os.PathLike)) else list(style_image or ())
+    if images:
+        check_style_weights(style_weights, len(images))
+    elif style_weights is not None:
+        raise UsageError("style weights need style images to mix")
     outdir = io.prepare_outdir(outdir)
     report = JobReport()
     g = make_generator(seed, model.device)
     t = model.default_truncation if truncation is None else truncation
     t_latent = model.truncation_latent(truncation_mean, g) if t < 1 else None
-    if style_image is not None:
-        z_style = model.embed_style(io.to_tensor(io.read_image(style_image), model.device))
+    if images:
+        codes = [model.embed_style(io.to_tensor(io.read_image(path), model.device)) for path in images]
+        z_style = codes[0] if len(codes) == 1 else torch.stack(codes, dim=1)  # [1, K, 512]
     else:
         z_style = torch.randn(1, model.generator.style_dim, generator=g, device=model.device)
     dim = model.generator.style_dim
@@ -61,7 +73,9 @@ def run_pairs(model: BlendGAN, outdir: str | Path, pics: int = defaults.PAIRS_PI
         for chunk in chunks:
             for _, natural, stylized in stylized_pairs(model, zs[chunk], z_style, truncation=t,
                                                        add_weight_index=add_weight_index,
-                                                       truncation_latent=t_latent, batch_size=len(chunk)):
+                                                       truncation_latent=t_latent, batch_size=len(chunk),
+                                                       strength=strength, preserve_color=preserve_color,
+                                                       style_weights=style_weights):
                 yield chunk, io.to_uint8_async(natural), io.to_uint8_async(stylized)
 
     total = sum(not present[i] for chunk in chunks for i in chunk)

@@ -11,6 +11,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import defaults, io
+from ..controls import Strength, check_strength
 from ..model import BlendGAN
 from ..runtime import Shard
 from ..session import Session
@@ -35,8 +36,10 @@ def run_transfer(model: BlendGAN, input_dir: str | Path, style_dir: str | Path, 
                  add_weight_index: int | None = defaults.TRANSFER_ADD_WEIGHT_INDEX,
                  batch_size: int = defaults.BATCH_SIZE, fmt: str = defaults.FORMAT, overwrite: bool = False,
                  progress: bool = True, cache_dir: str | Path | None = None, shard: Shard = Shard(),
-                 align: str = "never") -> JobReport:
-    """Write ``{face}_v_{style}.{fmt}`` = [input | style | output] for every face x style.
+                 align: str = "never", strength: Strength = defaults.STRENGTH,
+                 preserve_color: bool = False) -> JobReport:
+    """Write ``{face}_v_{style}.{fmt}`` = [input | style | output] for every face x style
+    (``strength`` and ``preserve_color``: see :mod:`blendgan.controls`).
 
     Each face is pSp-encoded once and each style embedded once (``cache_dir`` keeps the
     codes for later runs), both at the image's own size (both networks pool to 256
@@ -44,6 +47,7 @@ def run_transfer(model: BlendGAN, input_dir: str | Path, style_dir: str | Path, 
     styles); a ``shard`` takes every ``world``-th unit.  ``align`` (see
     :class:`blendgan.align.FacePreparer`) aligns the input faces first.
     """
+    check_strength(strength, model.n_latent)
     faces, styles = io.input_images(input_dir, "face"), io.input_images(style_dir, "style")
     session = Session(model, align=align, cache_dir=cache_dir)
     outdir = io.prepare_outdir(outdir)
@@ -104,7 +108,8 @@ def run_transfer(model: BlendGAN, input_dir: str | Path, style_dir: str | Path, 
                 continue
             codes = torch.cat([z_embed[s] for s, _ in outs])
             for _, images in transfer_batches(model, face["w_plus"].expand(len(outs), -1, -1), codes,
-                                              add_weight_index=add_weight_index, batch_size=len(outs)):
+                                              add_weight_index=add_weight_index, batch_size=len(outs),
+                                              strength=strength, preserve_color=preserve_color):
                 yield outs, face["panel"], io.to_uint8_async(images)
 
     total = sum(1 for _, outs in units for s, p in outs if s in z_embed and p not in present)

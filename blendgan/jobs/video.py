@@ -11,6 +11,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import defaults, io
+from ..controls import Strength, check_strength
 from ..errors import UsageError
 from ..model import BlendGAN
 from ..runtime import Shard
@@ -26,15 +27,18 @@ def run_video(model: BlendGAN, input_dir: str | Path, style_dir: str | Path, out
               transition_steps: int = defaults.VIDEO_TRANSITION_STEPS, hold_frames: int = defaults.VIDEO_HOLD_FRAMES,
               batch_size: int = defaults.BATCH_SIZE, overwrite: bool = False, progress: bool = True,
               cache_dir: str | Path | None = None, shard: Shard = Shard(), align: str = "never",
-              layout: str = "triptych", gif: bool = False) -> JobReport:
+              layout: str = "triptych", gif: bool = False, strength: Strength = defaults.STRENGTH,
+              preserve_color: bool = False) -> JobReport:
     """Write ``{face}.mp4`` per face: [input | sliding style window | output] (``layout``
     ``'triptych'``) or the output alone (``'output'``) while the style moves through
     ``n_styles`` styles picked at random (with repeats, as the official script:
     ``random.Random(seed).choices``, one draw per face in name order).  Faces and styles are
     resized to the model's size before encoding, as the official script did.  ``gif`` writes
-    ``{face}.gif`` instead (short loops).  A ``shard`` renders every ``world``-th video."""
+    ``{face}.gif`` instead (short loops).  A ``shard`` renders every ``world``-th video.
+    ``strength`` and ``preserve_color``: see :mod:`blendgan.controls`."""
     if layout not in defaults.VIDEO_LAYOUTS:
         raise UsageError(f"layout must be one of {defaults.VIDEO_LAYOUTS}, got {layout!r}")
+    check_strength(strength, model.n_latent)
     faces, styles = io.input_images(input_dir, "face"), io.input_images(style_dir, "style")
     session = Session(model, align=align, cache_dir=cache_dir)
     outdir = io.prepare_outdir(outdir)
@@ -79,7 +83,8 @@ def run_video(model: BlendGAN, input_dir: str | Path, style_dir: str | Path, out
             """Batches of RGB frames [B, H, W, 3]: every transition, then the last frame held."""
             made = ((k, sl, io.to_uint8_async(images)) for k, sl, images in
                     style_tour(model, face.w_plus, [s.z_embed for s in tour], alphas,
-                               add_weight_index=add_weight_index, batch_size=batch_size))
+                               add_weight_index=add_weight_index, batch_size=batch_size, strength=strength,
+                               preserve_color=preserve_color))
             last = None
             for k, sl, images in overlapped(made, model.device):
                 outs = images()

@@ -15,7 +15,7 @@ from typing import Sequence
 
 from .. import defaults, io
 from ..errors import BlendGANError, DependencyError
-from .studio import VIDEO_FPS, VIDEO_HOLD, VIDEO_MAX_FRAMES, VIDEO_STEPS, Studio, describe
+from .studio import MAX_STRENGTH, VIDEO_FPS, VIDEO_HOLD, VIDEO_MAX_FRAMES, VIDEO_STEPS, Studio, describe
 from .uploads import list_examples
 
 log = logging.getLogger("blendgan")
@@ -38,8 +38,10 @@ INTRO = """\
 # BlendGAN
 Pick or upload a **face** and a **style**, then **Generate**. *add_weight_index* keeps the first
 N of the {n_latent} W+ layers pure face (more of the face's structure); *style strength* scales the
-style part of the blend (1 = the official result, 0 = the face alone). Everything runs on this
-machine ({device}, {size}px); one job runs at a time.
+style part of the blend (1 = the official result, 0 = the face alone, up to 2 = further toward the
+style); *keep the face's colours* leaves its fine layers unstylized; a second style can be mixed in.
+The Video tab uses the same strength and colour setting. Everything runs on this machine
+({device}, {size}px); one job runs at a time.
 """
 
 
@@ -112,32 +114,53 @@ class Handlers:
         ref = self._guard(self.studio.random_style)
         return ref, None, f"Style: **{describe(ref)}** (seed {ref['seed']}; a random code has no picture)"
 
+    # the second style of a mix
+    def mix_pick(self, name):
+        """Name of an example style (or "none") -> (second style ref, status)."""
+        by_name = {p.stem: p for p in self.style_examples}
+        if not name or name not in by_name:
+            return None, "Second style: none"
+        ref, _ = self._guard(self.studio.load_style, str(by_name[name]))
+        return ref, f"Second style: **{describe(ref)}**"
+
+    def mix_upload(self, path):
+        """Uploaded second style -> (second style ref, status)."""
+        if not path:
+            raise self.gr.Error("no file received", print_exception=False)
+        ref, _ = self._guard(self.studio.load_style, path)
+        return ref, f"Second style: **{describe(ref)}**"
+
     # generation
-    def generate(self, face_ref, style_ref, add_weight_index, strength, history):
+    def generate(self, face_ref, style_ref, add_weight_index, strength, preserve_color, mix_ref, mix, history):
         """-> (result PNG path, download path, history gallery, history state, status)."""
         t0 = time.perf_counter()
-        image = self._guard(self.studio.render, face_ref, style_ref, add_weight_index, strength)
+        image = self._guard(self.studio.render, face_ref, style_ref, add_weight_index, strength, preserve_color,
+                            mix_ref, mix)
         i, s = int(round(float(add_weight_index))), float(strength)
-        stem = f"{describe(face_ref)}_x_{describe(style_ref)}_i{i}_s{s:.2f}"
+        mixed = isinstance(mix_ref, dict) and float(mix or 0) > 0
+        style_name = (f"{describe(style_ref)}+{describe(mix_ref)}" if mixed else describe(style_ref))
+        stem = f"{describe(face_ref)}_x_{style_name}_i{i}_s{s:.2f}{'_pc' if preserve_color else ''}"
         path = self._guard(self.studio.save_png, image, stem)
         history = dict(history) if isinstance(history, dict) else {"n": 0, "items": []}
         n = history["n"] + 1
-        caption = f"#{n} {describe(face_ref)} × {describe(style_ref)}, i={i}, s={s:.2f}"
+        caption = f"#{n} {describe(face_ref)} × {style_name}, i={i}, s={s:.2f}"
         items = [(str(path), caption)] + [it for it in history.get("items", []) if Path(it[0]).exists()]
         history = {"n": n, "items": items[:HISTORY_SIZE]}
+        extras = (", colours kept" if preserve_color else "") + (
+            f", {float(mix):.0%} {describe(mix_ref)}" if mixed else "")
         status = (f"**Result #{n}**: {describe(face_ref)} × {describe(style_ref)}, add_weight_index {i}, "
-                  f"strength {s:.2f} ({time.perf_counter() - t0:.1f} s)")
+                  f"strength {s:.2f}{extras} ({time.perf_counter() - t0:.1f} s)")
         return str(path), str(path), history["items"], history, status
 
-    def maybe_generate(self, face_ref, style_ref, add_weight_index, strength, history):
+    def maybe_generate(self, face_ref, style_ref, add_weight_index, strength, preserve_color, mix_ref, mix, history):
         """:meth:`generate` when both a face and a style are chosen; otherwise nothing changes."""
         if not isinstance(face_ref, dict) or not isinstance(style_ref, dict):
             return (self.gr.skip(),) * 5
-        return self.generate(face_ref, style_ref, add_weight_index, strength, history)
+        return self.generate(face_ref, style_ref, add_weight_index, strength, preserve_color, mix_ref, mix, history)
 
     # video
     def video(self, face_ref, style_names, uploads, use_current, style_ref, add_weight_index, steps, hold, fps,
-              progress=None):
+              strength=1.0, preserve_color=False, progress=None):
         """-> (mp4 path, status).  Styles: the chosen examples, the uploads, and optionally the
         style of the image tab, in that order."""
         refs = []
@@ -154,7 +177,8 @@ class Handlers:
         t0 = time.perf_counter()
         report = None if progress is None else (
             lambda done, total: progress(done / total, desc=f"frame {done}/{total}"))
-        path = self._guard(self.studio.render_video, face_ref, refs, add_weight_index, steps, hold, fps, report)
+        path = self._guard(self.studio.render_video, face_ref, refs, add_weight_index, steps, hold, fps, report,
+                           strength, preserve_color)
         if io.video_backend() != "pyav":
             self.gr.Warning('this video is MPEG-4 (mp4v), which browsers may not play; '
                             'pip install "blendgan[video]" for H.264')
@@ -185,7 +209,7 @@ def build_app(model, *, face_examples: str | os.PathLike | None = EXAMPLES_DIR /
     # Gradio keeps its own copies of uploads and results (face photos among them): checked every
     # 10 minutes, removed once an hour old, and all removed when the server closes
     with gr.Blocks(title=title, analytics_enabled=False, delete_cache=GRADIO_CACHE_CLEANUP) as demo:
-        face_state, style_state = gr.State(None), gr.State(None)
+        face_state, style_state, mix_state = gr.State(None), gr.State(None), gr.State(None)
         history_state = gr.State({"n": 0, "items": []})
         gr.Markdown(INTRO.format(n_latent=n_latent, device=model.device, size=model.size))
         with gr.Tab("Image"):
@@ -216,9 +240,20 @@ def build_app(model, *, face_examples: str | os.PathLike | None = EXAMPLES_DIR /
                                     label="add_weight_index",
                                     info=f"first N of {n_latent} W+ layers stay pure face (0 = learned weights only)",
                                     elem_id="awi-slider")
-                    strength = gr.Slider(0.0, 1.0, value=1.0, step=0.05, label="style strength",
-                                         info="scales the style part of the blend (1 = official, 0 = face only)",
-                                         elem_id="strength-slider")
+                    strength = gr.Slider(0.0, MAX_STRENGTH, value=defaults.STRENGTH, step=0.05,
+                                         label="style strength",
+                                         info="0 = the face alone, 1 = the official blend, more = further toward "
+                                              "the style", elem_id="strength-slider")
+                    preserve = gr.Checkbox(label="keep the face's colours", value=False, elem_id="preserve-color",
+                                           info="its fine layers (64×64 and up) are not stylized")
+                    with gr.Accordion("Mix in a second style", open=False, elem_id="mix-accordion"):
+                        mix_pick = gr.Dropdown(["none"] + [p.stem for p in styles], value="none",
+                                               label="second style", elem_id="mix-style",
+                                               visible=studio.can_embed_styles)
+                        mix_upload = gr.File(label="…or upload one", file_types=["image"], type="filepath",
+                                             height=90, elem_id="mix-upload", visible=studio.can_embed_styles)
+                        mix = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="share of the second style",
+                                        elem_id="mix-slider")
                     generate = gr.Button("Generate", variant="primary", elem_id="generate")
                     download = gr.DownloadButton("Download PNG", elem_id="download-png")
             status = gr.Markdown("Choose a face and a style.", elem_id="status")
@@ -252,7 +287,7 @@ def build_app(model, *, face_examples: str | os.PathLike | None = EXAMPLES_DIR /
                     video_status = gr.Markdown("", elem_id="video-status")
 
         # -- events --------------------------------------------------------------------------
-        gen_inputs = [face_state, style_state, awi, strength, history_state]
+        gen_inputs = [face_state, style_state, awi, strength, preserve, mix_state, mix, history_state]
         gen_outputs = [result, download, history, history_state, status]
 
         def pick_face(evt):
@@ -265,9 +300,9 @@ def build_app(model, *, face_examples: str | os.PathLike | None = EXAMPLES_DIR /
         pick_face.__annotations__ = {"evt": gr.SelectData}
         pick_style.__annotations__ = {"evt": gr.SelectData}
 
-        def render_video(face_ref, names, uploads, use_current, style_ref, i, steps, hold, fps,
+        def render_video(face_ref, names, uploads, use_current, style_ref, i, steps, hold, fps, s, keep,
                          progress=gr.Progress()):
-            return h.video(face_ref, names, uploads, use_current, style_ref, i, steps, hold, fps, progress)
+            return h.video(face_ref, names, uploads, use_current, style_ref, i, steps, hold, fps, s, keep, progress)
 
         face_outputs = [face_state, face_preview, status]
         style_outputs = [style_state, style_preview, status]
@@ -286,11 +321,18 @@ def build_app(model, *, face_examples: str | os.PathLike | None = EXAMPLES_DIR /
         for event, box in ((uploaded_face, face_upload), (uploaded_style, style_upload)):
             event.then(lambda: None, None, box, queue=False)
             event.failure(lambda: None, None, box, queue=False)
-        for slider in (awi, strength):
+        for slider in (awi, strength, mix):
             slider.release(h.maybe_generate, gen_inputs, gen_outputs, trigger_mode="always_last")
+        preserve.input(h.maybe_generate, gen_inputs, gen_outputs, trigger_mode="always_last")
+        mix_pick.input(h.mix_pick, mix_pick, [mix_state, status]).success(h.maybe_generate, gen_inputs, gen_outputs)
+        uploaded_mix = mix_upload.upload(h.mix_upload, mix_upload, [mix_state, status])
+        uploaded_mix.success(h.maybe_generate, gen_inputs, gen_outputs)
+        uploaded_mix.then(lambda: None, None, mix_upload, queue=False)
+        uploaded_mix.failure(lambda: None, None, mix_upload, queue=False)
         generate.click(h.generate, gen_inputs, gen_outputs)
         video_button.click(render_video, [face_state, video_styles, video_uploads, video_current, style_state,
-                                          video_awi, video_steps, video_hold, video_fps], [video_out, video_status])
+                                          video_awi, video_steps, video_hold, video_fps, strength, preserve],
+                           [video_out, video_status])
 
     demo.queue(default_concurrency_limit=1, max_size=32)
     demo.studio = studio

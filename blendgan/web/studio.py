@@ -35,6 +35,7 @@ VIDEO_STEPS = 8                       # transition frames per style change (the 
 VIDEO_HOLD = 3
 VIDEO_FPS = 12
 PREVIEW_SIDE = 512                    # style previews are shown at most this large
+MAX_STRENGTH = 2.0                    # the page's strength slider ends here
 
 
 def describe(ref: dict | None) -> str:
@@ -203,23 +204,45 @@ class Studio:
         try:
             s = float(strength)
         except (TypeError, ValueError):
-            raise WebError("style strength must be a number in 0..1") from None
-        if not 0.0 <= s <= 1.0:
-            raise WebError(f"style strength must be in 0..1, got {s:g}")
+            raise WebError(f"style strength must be a number in 0..{MAX_STRENGTH:g}") from None
+        if not 0.0 <= s <= MAX_STRENGTH:
+            raise WebError(f"style strength must be in 0..{MAX_STRENGTH:g}, got {s:g}")
         return s
 
+    def _styles(self, style_ref: dict, mix_ref: dict | None, mix) -> tuple[list[torch.Tensor], list[float] | None]:
+        """The style codes to blend and their weights: the style alone, or mixed with a second
+        style taking the share ``mix`` in [0, 1]."""
+        try:
+            share = float(mix or 0.0)
+        except (TypeError, ValueError):
+            raise WebError("the second style's share must be a number in 0..1") from None
+        if not 0.0 <= share <= 1.0:
+            raise WebError(f"the second style's share must be in 0..1, got {share:g}")
+        first = self.style_code(style_ref)
+        if not isinstance(mix_ref, dict) or share == 0.0:
+            return [first], None
+        return [first, self.style_code(mix_ref)], [1.0 - share, share]
+
     def blend(self, face_ref: dict, style_ref: dict, add_weight_index=defaults.TRANSFER_ADD_WEIGHT_INDEX,
-              strength: float = 1.0) -> torch.Tensor:
-        """W+ [1, n_latent, 512] of the stylized face (:meth:`blendgan.Session.blend`)."""
+              strength: float = defaults.STRENGTH, preserve_color: bool = False, mix_ref: dict | None = None,
+              mix: float = 0.0) -> torch.Tensor:
+        """W+ [1, n_latent, 512] of the stylized face (:meth:`blendgan.Session.blend`): the same
+        controls as the commands' ``--add-weight-index``, ``--strength``, ``--preserve-color``
+        and ``--style-weights`` (``mix_ref`` with the share ``mix``)."""
         i, s = self._index(add_weight_index), self._strength(strength)
-        return self.session.blend(self.face_code(face_ref), self.style_code(style_ref), i, s)
+        styles, weights = self._styles(style_ref, mix_ref, mix)
+        return self.session.blend(self.face_code(face_ref), styles, i, s, preserve_color=bool(preserve_color),
+                                  style_weights=weights)
 
     def render(self, face_ref: dict, style_ref: dict, add_weight_index=defaults.TRANSFER_ADD_WEIGHT_INDEX,
-               strength: float = 1.0) -> np.ndarray:
+               strength: float = defaults.STRENGTH, preserve_color: bool = False, mix_ref: dict | None = None,
+               mix: float = 0.0) -> np.ndarray:
         """The stylized face, RGB uint8 [size, size, 3]; encoders run only on a cache miss."""
         i, s = self._index(add_weight_index), self._strength(strength)
         with self.lock:
-            return self.session.render(self.face_code(face_ref), self.style_code(style_ref), i, s)
+            styles, weights = self._styles(style_ref, mix_ref, mix)
+            return self.session.render(self.face_code(face_ref), styles, i, s, preserve_color=bool(preserve_color),
+                                       style_weights=weights)
 
     def save_png(self, image: np.ndarray, stem: str = "blendgan") -> Path:
         """Write a result as a PNG in the work folder (for download)."""
@@ -229,13 +252,14 @@ class Studio:
     def render_video(self, face_ref: dict, style_refs: Sequence[dict],
                      add_weight_index=defaults.VIDEO_ADD_WEIGHT_INDEX, steps: int = VIDEO_STEPS,
                      hold: int = VIDEO_HOLD, fps: float = VIDEO_FPS,
-                     progress: Callable[[int, int], None] | None = None) -> Path:
+                     progress: Callable[[int, int], None] | None = None, strength: float = defaults.STRENGTH,
+                     preserve_color: bool = False) -> Path:
         """An .mp4 of the face while its style moves through ``style_refs`` (2 or more), with
         :meth:`blendgan.Session.tour` and the sigmoid transition of the official video script
         (``steps`` frames per change, ``hold`` frames on each style)."""
         if len(style_refs) < 2:
             raise WebError("choose at least two styles for a video")
-        i = self._index(add_weight_index)
+        i, s = self._index(add_weight_index), self._strength(strength)
         steps, hold = int(steps), int(hold)
         alphas = transition_alphas(steps, hold)
         total = (len(style_refs) - 1) * len(alphas) + hold
@@ -248,7 +272,8 @@ class Studio:
             codes = [self.style_code(r) for r in style_refs]
             done, last = 0, None
             with io.VideoWriter(path, fps=float(fps)) as writer:
-                for _, _, frames in self.session.tour(face, codes, alphas, add_weight_index=i):
+                for _, _, frames in self.session.tour(face, codes, alphas, add_weight_index=i, strength=s,
+                                                      preserve_color=bool(preserve_color)):
                     writer.write(frames)
                     last = frames[-1]
                     done += len(frames)
