@@ -192,6 +192,27 @@ def test_strength_scales_the_style_part(studio, model):
         studio.blend(face, style, 15, 1.0)
 
 
+def test_page_controls_give_what_the_commands_give(studio, model, tmp_path):
+    """Strength, colour preservation and a second style on the page: the same pixels as the
+    library calls behind the commands (transfer for strength and colour, pairs' mixing)."""
+    from blendgan import Session
+    from blendgan.jobs import run_transfer
+    face, _, _ = studio.load_face(FACE)
+    style, _ = studio.load_style(STYLE)
+    second, _ = studio.load_style(STYLE2)
+    run_transfer(model, FACE, STYLE, tmp_path, fmt="png", progress=False, strength=1.5, preserve_color=True)
+    command = io.read_image(tmp_path / f"{FACE.stem}_v_{STYLE.stem}.png")[:, 2 * model.size:]
+    page = studio.render(face, style, 6, 1.5, True)
+    assert np.abs(page.astype(int) - command).max() <= 1
+    session = Session(model)
+    mixed = session.render(session.face(FACE), [session.style(STYLE), session.style(STYLE2)], 6, 0.8,
+                           style_weights=[0.7, 0.3])
+    assert np.array_equal(studio.render(face, style, 6, 0.8, False, second, 0.3), mixed)
+    assert np.array_equal(studio.render(face, style, 6, 0.8, False, second, 0.0), studio.render(face, style, 6, 0.8))
+    with pytest.raises(WebError, match="share must be in 0..1"):
+        studio.render(face, style, 6, 1.0, False, second, 1.5)
+
+
 def test_random_codes_are_seeded_and_leave_the_global_rng_alone(studio):
     state = torch.random.get_rng_state()
     a, pa = studio.random_face(3)
@@ -361,6 +382,10 @@ def test_page_in_browser(browser, served, tmp_path):
     page.locator("#generate").click()
     wait_status(page, "Result #3")
     assert "add_weight_index 3, strength 1.00" in status_text(page)
+    page.locator("#preserve-color input[type=checkbox]").check()
+    wait_status(page, "colours kept")
+    page.locator("#preserve-color input[type=checkbox]").uncheck()
+    wait_status(page, "Result #5")
 
     src = page.locator("#result-image img").get_attribute("src")
     response = page.request.get(src if src.startswith("http") else url.rstrip("/") + src)

@@ -230,9 +230,9 @@ class Studio:
         controls as the commands' ``--add-weight-index``, ``--strength``, ``--preserve-color``
         and ``--style-weights`` (``mix_ref`` with the share ``mix``)."""
         i, s = self._index(add_weight_index), self._strength(strength)
+        face = self.face_code(face_ref)
         styles, weights = self._styles(style_ref, mix_ref, mix)
-        return self.session.blend(self.face_code(face_ref), styles, i, s, preserve_color=bool(preserve_color),
-                                  style_weights=weights)
+        return self.session.blend(face, styles, i, s, preserve_color=bool(preserve_color), style_weights=weights)
 
     def render(self, face_ref: dict, style_ref: dict, add_weight_index=defaults.TRANSFER_ADD_WEIGHT_INDEX,
                strength: float = defaults.STRENGTH, preserve_color: bool = False, mix_ref: dict | None = None,
@@ -240,9 +240,9 @@ class Studio:
         """The stylized face, RGB uint8 [size, size, 3]; encoders run only on a cache miss."""
         i, s = self._index(add_weight_index), self._strength(strength)
         with self.lock:
+            face = self.face_code(face_ref)
             styles, weights = self._styles(style_ref, mix_ref, mix)
-            return self.session.render(self.face_code(face_ref), styles, i, s, preserve_color=bool(preserve_color),
-                                       style_weights=weights)
+            return self.session.render(face, styles, i, s, preserve_color=bool(preserve_color), style_weights=weights)
 
     def save_png(self, image: np.ndarray, stem: str = "blendgan") -> Path:
         """Write a result as a PNG in the work folder (for download)."""
