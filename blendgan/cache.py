@@ -14,7 +14,7 @@ from typing import Callable, Hashable
 import torch
 
 from . import io
-from .checkpoint import weights_fingerprint
+from .checkpoint import save_file, weights_fingerprint
 
 log = logging.getLogger("blendgan")
 
@@ -66,6 +66,8 @@ class EncodingCache:
         self.root = io.prepare_outdir(root)
         self.model = model
         self._prints: dict[str, str] = {}
+        #: why entries are no longer written (the disk is full ...); None while they are
+        self.off: str | None = None
 
     def fingerprint(self, kind: str) -> str:
         """Hash of every weight and buffer of the encoder behind ``kind`` (names, shapes and
@@ -86,18 +88,37 @@ class EncodingCache:
 
     def get(self, kind: str, digest: str, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
         """The cached code of the image with ``digest`` for ``kind``, else ``compute()`` stored
-        for next time."""
+        for next time.  An entry that is damaged, of the wrong shape, not finite or not a
+        regular file is recomputed and replaced; when entries cannot be written (a full or
+        read-only disk) the cache warns once and the job goes on without it."""
         path = self.path(kind, digest)
-        if path.exists():
-            try:
-                value = torch.load(path, map_location=self.model.device, weights_only=True)
-            except Exception:  # a damaged entry is recomputed
-                log.warning("%s: damaged cache entry, recomputing", path)
-            else:
-                if isinstance(value, torch.Tensor) and tuple(value.shape) == self.shape(kind):
-                    return value.to(self.model.dtype)
-                log.warning("%s: cache entry is not a %s tensor, recomputing", path, list(self.shape(kind)))
+        cached = self._load(kind, path) if path.exists() or path.is_symlink() else None
+        if cached is not None:
+            return cached
         value = compute()
-        with io.atomic_path(path) as tmp:
-            torch.save(value.detach().cpu().clone(), tmp)
+        if self.off is None:
+            try:
+                save_file(value.detach().cpu().clone(), path)
+            except OSError as exc:
+                self.off = str(exc)
+                log.warning("%s; the encoding cache is off for the rest of this job", exc)
         return value
+
+    def _load(self, kind: str, path: Path) -> torch.Tensor | None:
+        """A usable entry at ``path``, or None (with a warning saying why it is recomputed)."""
+        reason = io.not_regular(path)
+        if reason:
+            log.warning("%s; recomputing", reason)
+            return None
+        try:
+            value = torch.load(path, map_location=self.model.device, weights_only=True)
+        except Exception:  # a damaged entry is recomputed
+            log.warning("%s: damaged cache entry, recomputing", path)
+            return None
+        if not isinstance(value, torch.Tensor) or tuple(value.shape) != self.shape(kind):
+            log.warning("%s: cache entry is not a %s tensor, recomputing", path, list(self.shape(kind)))
+            return None
+        if not value.is_floating_point() or not bool(torch.isfinite(value).all()):
+            log.warning("%s: cache entry holds values that are not finite numbers, recomputing", path)
+            return None
+        return value.to(self.model.dtype)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import math
 import os
 import pickle
 import re
@@ -24,6 +25,7 @@ import torch
 from torch import nn
 
 from .errors import CheckpointError
+from .io.files import atomic_path, file_kind
 from .models import Generator, PSPEncoder
 
 # The one table of key renamings applied on load: (pattern, replacement).  Official files
@@ -63,10 +65,13 @@ def load_file(path: str | os.PathLike) -> object:
     Raises :class:`CheckpointError` for a missing, truncated, corrupt or code-carrying file.
     """
     path = Path(path)
-    if not path.exists():
+    kind = file_kind(path)
+    if kind == "missing":
         raise CheckpointError(f"{path}: no such file; {GET_WEIGHTS_HINT}")
-    if path.is_dir():
+    if kind == "a folder":
         raise CheckpointError(f"{path}: is a directory, expected a checkpoint file")
+    if kind is not None:  # a FIFO would block the reader forever, a device never end
+        raise CheckpointError(f"{path}: is {kind}, expected a checkpoint file")
     try:
         # training checkpoints of the official train.py keep their argparse options beside the
         # weights; a Namespace only holds attributes, so it is allowed (nothing else is)
@@ -94,6 +99,24 @@ def canonical_key(key: str) -> str:
     for pattern, repl in KEY_RENAMES:
         key = pattern.sub(repl, key)
     return key
+
+
+def save_file(obj, path: str | os.PathLike) -> Path:
+    """``torch.save`` ``obj`` to ``path`` atomically (:func:`blendgan.io.atomic_path`); a failed
+    write (a full disk ...) is an ``OSError`` of one line naming ``path``."""
+    path = Path(path)
+    try:
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:  # a file object: write errors keep their errno
+            torch.save(obj, f)
+    except (OSError, RuntimeError) as exc:
+        # torch's zip writer can turn the file's OSError into its own RuntimeError on the way out
+        cause = exc
+        while cause is not None and not isinstance(cause, OSError):
+            cause = cause.__cause__ or cause.__context__
+        if cause is None:
+            raise
+        raise OSError(cause.errno, f"{path}: cannot write ({cause.strerror or cause})") from None
+    return path
 
 
 def _rename(sd: dict, path) -> dict:
@@ -244,12 +267,16 @@ def load_generator(path: str | os.PathLike, size: int | None = None,
             raise CheckpointError(f"{path}: 'latent_avg' should hold {config.style_dim} values, found "
                                   f"{tuple(getattr(latent_avg, 'shape', ()))}")
         latent_avg = latent_avg.float().reshape(1, config.style_dim)
+        if not bool(torch.isfinite(latent_avg).all()):
+            raise CheckpointError(f"{path}: 'latent_avg' holds NaN or infinite values (damaged file?)")
     truncation = extras.get("truncation")
     if truncation is not None:
         try:
             truncation = float(truncation)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, RuntimeError):
             raise CheckpointError(f"{path}: 'truncation' is not a number: {truncation!r}") from None
+        if not math.isfinite(truncation):
+            raise CheckpointError(f"{path}: 'truncation' is {truncation}, expected a finite number")
     return GeneratorCheckpoint(gen.eval().requires_grad_(False), latent_avg, truncation, config)
 
 
@@ -265,6 +292,8 @@ def _psp_latent_avg(value, n_latent: int, path) -> torch.Tensor:
     if v.ndim != 2 or v.shape[1] != 512 or v.shape[0] not in (1, n_latent):
         raise CheckpointError(f"{path}: 'latent_avg' has shape {tuple(value.shape)}, expected [512] or "
                               f"[{n_latent}, 512]")
+    if not bool(torch.isfinite(v).all()):
+        raise CheckpointError(f"{path}: 'latent_avg' holds NaN or infinite values (damaged file?)")
     return v.expand(n_latent, 512).contiguous()
 
 

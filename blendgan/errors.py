@@ -10,6 +10,8 @@ values, ``ImportError`` for a missing extra ...), so code that caught those stil
 """
 from __future__ import annotations
 
+import unicodedata
+
 
 class BlendGANError(Exception):
     """A user-facing failure; ``str(exc)`` is one line naming what is wrong."""
@@ -58,3 +60,20 @@ def one_line(exc: BaseException) -> str:
         if line.strip():
             return line.strip()
     return type(exc).__name__
+
+
+#: characters that could fake a line or reorder what a terminal shows: bidirectional controls
+_BIDI = set(range(0x202A, 0x202F)) | set(range(0x2066, 0x206A))
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters escaped (``\\n``, ``\\x1b``, ``\\u2028`` ...), so a file
+    name can neither split a one-line message nor forge another line or a terminal escape."""
+    def escape(c: str) -> str:
+        if c in _ESCAPES:
+            return _ESCAPES[c]
+        if unicodedata.category(c) in ("Cc", "Zl", "Zp") or ord(c) in _BIDI:
+            return f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}"
+        return c
+    return "".join(escape(c) for c in str(text))

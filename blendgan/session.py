@@ -131,10 +131,7 @@ class Session:
             data = bytes(source)
             return _Decoded(key or content_key(data), name or "image", data=data)
         path = Path(source)
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise io.ImageError(f"{path}: cannot read ({exc.strerror or exc})") from None
+        data = io.read_bytes(path)
         return _Decoded(key or content_key(data), name or str(path), data=data)
 
     @staticmethod

@@ -12,7 +12,7 @@ import sys
 
 from .. import __version__
 from .align import AlignCommand
-from .base import Command, run, setup_logging, sigterm_as_interrupt
+from .base import Command, quiet_output, run, setup_logging, sigterm_as_interrupt
 from .info import DownloadCommand, InfoCommand
 from .jobs import PairsCommand, TransferCommand, VideoCommand
 from .sheet import SheetCommand
@@ -36,8 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    setup_logging(getattr(args, "quiet", False))
-    with sigterm_as_interrupt():
+    quiet = getattr(args, "quiet", False)
+    setup_logging(quiet)
+    with sigterm_as_interrupt(), quiet_output(quiet):
         return run(args.command, args)
 
 

@@ -9,6 +9,7 @@ from .. import defaults, io
 from ..checkpoint import generator_config
 from ..controls import check_strength, check_style_weights
 from ..errors import UsageError
+from ..io.video import frame_rate
 from ..runtime import PRECISIONS
 
 
@@ -85,6 +86,16 @@ def weights_arg(value: str) -> list[float]:
     return values
 
 
+def fps_arg(value: str) -> float:
+    """``--fps``: a frame rate a video file can store (:func:`blendgan.io.video.frame_rate`)."""
+    number = positive_float(value)
+    try:
+        frame_rate(number)
+    except UsageError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return number
+
+
 def device_arg(value: str) -> str:
     """``--device``: ``auto`` or a torch device that exists on this machine."""
     import torch
@@ -150,7 +161,7 @@ def add_video_flags(p: argparse.ArgumentParser, snake: bool = False) -> None:
     """Video settings (defaults: the official gen_video.py)."""
     p.add_argument("--styles", type=int_at_least(2), default=defaults.VIDEO_STYLES,
                    help="styles per video, drawn at random with repeats (default %(default)s)")
-    p.add_argument("--fps", type=positive_float, default=defaults.VIDEO_FPS,
+    p.add_argument("--fps", type=fps_arg, default=defaults.VIDEO_FPS,
                    help="frames per second of the video (default %(default)s)")
     p.add_argument(*names("transition-steps", snake), *names("frames-per-transition", snake),
                    dest="transition_steps", type=int_at_least(1), default=defaults.VIDEO_TRANSITION_STEPS,

@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
+import warnings
 from contextlib import contextmanager
 from typing import Callable
 
-from ..errors import BlendGANError
+from ..errors import BlendGANError, printable
 from ..jobs import JobReport
 
 log = logging.getLogger("blendgan")
@@ -58,13 +60,53 @@ class _StderrHandler(logging.StreamHandler):
         pass
 
 
+class _OneLineFormatter(logging.Formatter):
+    """``LEVEL: message`` with control characters escaped: a file name cannot split the line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return f"{record.levelname}: {printable(record.getMessage())}"
+
+
 def setup_logging(quiet: bool = False) -> None:
     """blendgan's messages on stderr as ``LEVEL: message``; ``quiet`` keeps errors only."""
     handler = _StderrHandler()
-    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    handler.setFormatter(_OneLineFormatter())
     log.handlers[:] = [handler]
     log.setLevel(logging.ERROR if quiet else logging.INFO)
     log.propagate = False
+
+
+@contextmanager
+def quiet_output(quiet: bool):
+    """Within, with ``quiet``: nothing but our own errors reaches stderr.  Python warnings
+    (torch's ``UserWarning``\\s ...) are ignored, and what C libraries write to the stderr file
+    descriptor themselves (libpng, libjpeg, OpenCV, FFmpeg warnings) goes to the null device,
+    while Python's ``sys.stderr`` keeps writing where it wrote.  The command owns the process."""
+    if not quiet:
+        yield
+        return
+    try:
+        stderr_is_fd2 = sys.stderr.fileno() == 2
+    except (AttributeError, ValueError, OSError):  # a test runner's or a notebook's stream
+        stderr_is_fd2 = False
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)
+    previous = sys.stderr
+    if stderr_is_fd2:
+        sys.stderr = os.fdopen(os.dup(saved), "w", buffering=1, encoding=previous.encoding, errors="backslashreplace")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        if stderr_is_fd2:
+            sys.stderr.close()
+            sys.stderr = previous
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 class Terminated(KeyboardInterrupt):
@@ -91,10 +133,11 @@ def sigterm_as_interrupt():
 
 
 def error_line(exc: BaseException) -> str:
-    """``blendgan: error: ...``: the one line printed for a user-facing error."""
+    """``blendgan: error: ...``: the one line printed for a user-facing error (control
+    characters of file names escaped, so it stays one line)."""
     # our OSErrors carry the path in their message: drop the "[Errno N]" prefix
     own = isinstance(exc, OSError) and exc.filename is None and exc.strerror
-    return f"blendgan: error: {exc.strerror if own else exc}"
+    return f"blendgan: error: {printable(exc.strerror if own else str(exc))}"
 
 
 def run(command: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
@@ -116,5 +159,5 @@ def finish(report: JobReport, outdir) -> int:
     """Print the job summary; exit status 1 when some inputs failed, else 0."""
     log.info("%s -> %s", report.summary(), outdir)
     for path, reason in report.failed:
-        print(f"failed: {reason if path in reason else f'{path}: {reason}'}", file=sys.stderr)
+        print(f"failed: {printable(reason if path in reason else f'{path}: {reason}')}", file=sys.stderr)
     return 1 if report.failed else 0

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from .. import __version__, defaults
 from ..checkpoint import summarize
-from ..errors import CheckpointError
+from ..errors import CheckpointError, printable
 from .base import Command
 
 
@@ -46,15 +46,15 @@ class InfoCommand(Command):
         for path, kind in ((Path(a.weights_dir) / "blendgan.pt", "BlendGAN generator"),
                            (Path(a.weights_dir) / "psp_encoder.pt", "pSp encoder")):
             if not path.exists():
-                print(f"{path}: not found (run `blendgan download --dir {a.weights_dir}`)")
+                print(printable(f"{path}: not found (run `blendgan download --dir {a.weights_dir}`)"))
                 continue
             try:
                 summary = summarize(path)
             except CheckpointError as exc:
-                print(f"{exc} ")
+                print(f"{printable(str(exc))} ")
                 continue
             wrong = "" if summary.startswith(kind) else f"  <- WRONG FILE: this name should hold the {kind}"
-            print(f"{path}: {summary}{wrong}")
+            print(printable(f"{path}: {summary}{wrong}"))
         return 0
 
 
@@ -72,5 +72,5 @@ class DownloadCommand(Command):
     def run(self, a: argparse.Namespace) -> int:
         from ..download import download
         for path in download(a.dir, names=tuple(a.files), overwrite=a.overwrite):
-            print(path)
+            print(printable(str(path)))
         return 0

@@ -6,6 +6,7 @@ import logging
 
 from .. import defaults
 from ..errors import UsageError
+from ..io.video import gif_delay
 from ..jobs import is_video_path, load_sample_zs, run_pairs, run_transfer, run_video, stylize_video_folder
 from ..model import BlendGAN
 from ..runtime import configure_backends, process_group
@@ -124,6 +125,8 @@ class VideoCommand(Command):
 
     def run(self, a: argparse.Namespace) -> int:
         A.check_paths(a)
+        if a.gif and not is_video_path(a.input_img_path):
+            gif_delay(a.fps)  # a rate GIFs cannot show is refused before the model loads
         if is_video_path(a.input_img_path):
             return self.face_video(a)
         with process_group(a.device) as env:

@@ -15,7 +15,7 @@ import sys
 
 from .. import defaults
 from . import arguments as A
-from .base import run, setup_logging, sigterm_as_interrupt
+from .base import quiet_output, run, setup_logging, sigterm_as_interrupt
 from .jobs import PairsCommand, TransferCommand, VideoCommand
 
 
@@ -69,7 +69,7 @@ def _run(command, a: argparse.Namespace) -> int:
         a.psp_encoder = a.psp_encoder or defaults.PSP_ENCODER
     a.outdir = a.outdir or "."
     setup_logging(a.quiet)
-    with sigterm_as_interrupt():
+    with sigterm_as_interrupt(), quiet_output(a.quiet):
         return run(command, a)
 
 

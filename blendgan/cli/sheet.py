@@ -4,8 +4,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .. import defaults
+from .. import defaults, io
 from ..controls import Controls
+from ..jobs import JobReport
 from ..jobs.sheet import CELL_SIZE, SWEEPABLE, run_sheet
 from ..runtime import process_group
 from . import arguments as A
@@ -61,9 +62,8 @@ class SheetCommand(Command):
         out = Path(a.out)
         a.outdir = str(out.parent)
         A.check_paths(a)
-        if out.exists() and not a.overwrite:
-            print(f"{out}: exists (use --overwrite to make it again)")
-            return 0
+        if io.is_done(out) and not a.overwrite:
+            return finish(JobReport(skipped=[out]), out)
         with process_group(a.device) as env:
             model = open_model(a.ckpt, a.psp_encoder, env.device, a.size, a.channel_multiplier, a.precision,
                                a.compile)

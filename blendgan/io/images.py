@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ..errors import ImageError
-from .files import atomic_path
+from .files import atomic_path, not_regular
 
 FORMATS = ("jpg", "png")
 JPEG_QUALITY = 95  # cv2.imwrite's default, which the official scripts used
@@ -28,25 +28,30 @@ MAX_IMAGE_PIXELS = 1 << 27
 
 
 # -- reading ----------------------------------------------------------------------------------
+def read_bytes(path: str | os.PathLike, error: type[Exception] = ImageError) -> bytes:
+    """The bytes of a regular file; anything else (a FIFO, which would block, a folder, a
+    device, a symbolic link loop) or an unreadable file is ``error`` with one line naming it."""
+    path = Path(path)
+    reason = not_regular(path)
+    if reason:
+        raise error(reason)
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise error(f"{path}: cannot read ({exc.strerror or exc})") from None
+
+
 def read_image(path: str | os.PathLike) -> np.ndarray:
     """Decode an image file to RGB uint8 [H, W, 3]."""
-    path = Path(path)
-    try:
-        data = np.fromfile(str(path), dtype=np.uint8)
-    except OSError as exc:
-        raise ImageError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    return decode_image(data, str(path))
+    return decode_image(read_bytes(path), str(path))
 
 
-def header_size(data: bytes | np.ndarray) -> tuple[int, int] | None:
-    """(width, height) from an encoded image's header, without decoding pixels; None when
-    Pillow does not recognise the format.  A size beyond Pillow's own bomb limit comes back
-    as that limit squared, i.e. as too large for anything."""
+def _pillow_size(data: memoryview) -> tuple[int, int] | None:
     from PIL import Image
     with warnings.catch_warnings():  # Pillow warns from 89 Mpx; the limits here are ours
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
-            with Image.open(BytesIO(memoryview(data).cast("B"))) as im:
+            with Image.open(BytesIO(data)) as im:
                 return im.size
         except Image.DecompressionBombError:
             limit = Image.MAX_IMAGE_PIXELS or 2**31
@@ -55,23 +60,90 @@ def header_size(data: bytes | np.ndarray) -> tuple[int, int] | None:
             return None
 
 
+def _radiance_size(data: memoryview) -> tuple[int, int] | None:
+    """Radiance HDR: ``#?RADIANCE`` lines, an empty line, then ``-Y H +X W`` (or another order)."""
+    head = bytes(data[:4096])
+    if not head.startswith(b"#?"):
+        return None
+    _, sep, rest = head.partition(b"\n\n")
+    words = rest.split(b"\n", 1)[0].split() if sep else []
+    if len(words) != 4 or not all(w.isdigit() for w in words[1::2]):
+        return None
+    axes = {words[0][-1:]: int(words[1]), words[2][-1:]: int(words[3])}
+    return (axes[b"X"], axes[b"Y"]) if set(axes) == {b"X", b"Y"} else None
+
+
+def _pnm_size(data: memoryview) -> tuple[int, int] | None:
+    """PFM (``PF``/``Pf``), PNM (``P1``-``P6``) and PAM (``P7`` with WIDTH/HEIGHT lines)."""
+    head = bytes(data[:4096])
+    if head[:1] != b"P" or head[1:2] not in (b"F", b"f", b"1", b"2", b"3", b"4", b"5", b"6", b"7"):
+        return None
+    lines = [line.split(b"#", 1)[0] for line in head.split(b"\n")]
+    if head[1:2] == b"7":
+        fields = dict(line.split(None, 1) for line in lines[1:] if len(line.split(None, 1)) == 2)
+        try:
+            return int(fields[b"WIDTH"]), int(fields[b"HEIGHT"])
+        except (KeyError, ValueError):
+            return None
+    words = b" ".join(lines).split()[1:3]
+    return (int(words[0]), int(words[1])) if len(words) == 2 and all(w.isdigit() for w in words) else None
+
+
+def _exr_size(data: memoryview) -> tuple[int, int] | None:
+    """OpenEXR: the ``dataWindow`` (box2i) attribute of the header."""
+    head = bytes(data[:65536])
+    if head[:4] != b"\x76\x2f\x31\x01":
+        return None
+    at = 8
+    while at < len(head) and head[at:at + 1] != b"\x00":
+        name_end = head.index(b"\x00", at)
+        type_end = head.index(b"\x00", name_end + 1)
+        size = int.from_bytes(head[type_end + 1:type_end + 5], "little")
+        value = head[type_end + 5:type_end + 5 + size]
+        if head[at:name_end] == b"dataWindow" and len(value) == 16:
+            x0, y0, x1, y1 = (int.from_bytes(value[i:i + 4], "little", signed=True) for i in range(0, 16, 4))
+            return x1 - x0 + 1, y1 - y0 + 1
+        at = type_end + 5 + size
+    return None
+
+
+def header_size(data: bytes | np.ndarray, pillow_only: bool = False) -> tuple[int, int] | None:
+    """(width, height) from an encoded image's header, without decoding pixels; None when the
+    format is not recognised.  Pillow reads the common formats; the ones OpenCV also decodes
+    (Radiance HDR, PFM, PAM, OpenEXR) are read here unless ``pillow_only``.  A size beyond
+    Pillow's own bomb limit comes back as that limit squared, i.e. as too large for anything."""
+    view = memoryview(data).cast("B")
+    size = _pillow_size(view)
+    if size is None and not pillow_only:
+        for reader in (_radiance_size, _pnm_size, _exr_size):
+            try:
+                size = reader(view)
+            except (ValueError, KeyError, IndexError):
+                size = None
+            if size is not None:
+                break
+    return size
+
+
 def decode_image(data: bytes | np.ndarray, name: str, *, max_side: int | None = None,
                  known_size_only: bool = False) -> np.ndarray:
     """Encoded image bytes -> RGB uint8 [H, W, 3]; ``name`` (a path or a file name) starts
     every error message.
 
     The size in the header is checked before any pixel is decoded: at most
-    :data:`MAX_IMAGE_PIXELS`, and ``max_side`` pixels a side when given.  ``known_size_only``
-    refuses images whose header Pillow cannot read (their size is unknown until decoded).
+    :data:`MAX_IMAGE_PIXELS`, and ``max_side`` pixels a side when given; an image whose size
+    cannot be read from its header is refused (its size is unknown until decoded).
+    ``known_size_only`` takes only the formats Pillow reads (PNG, JPEG, WebP, BMP, TIFF ...).
     """
     data = np.frombuffer(data, np.uint8) if isinstance(data, (bytes, bytearray, memoryview)) else data
     if data.size == 0:
         raise ImageError(f"{name}: empty file")
-    dims = header_size(data)
-    if dims is None and known_size_only:
-        raise ImageError(f"{name}: not an image in a supported format (PNG, JPEG, WebP, BMP, TIFF)")
-    if dims is not None:
-        _check_size(name, *dims, max_side)
+    dims = header_size(data, pillow_only=known_size_only)
+    if dims is None:
+        if known_size_only:
+            raise ImageError(f"{name}: not an image in a supported format (PNG, JPEG, WebP, BMP, TIFF)")
+        raise ImageError(f"{name}: not an image in a supported format (its size cannot be read before decoding)")
+    check_size(name, *dims, max_side)
     try:
         bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
     except cv2.error as exc:  # OpenCV's own limits and decoder failures (multi-line messages)
@@ -79,11 +151,13 @@ def decode_image(data: bytes | np.ndarray, name: str, *, max_side: int | None = 
         raise ImageError(f"{name}: not a decodable image ({reason})") from None
     if bgr is None:
         raise ImageError(f"{name}: not a decodable image (corrupt or unsupported format)")
-    _check_size(name, bgr.shape[1], bgr.shape[0], max_side)
+    check_size(name, bgr.shape[1], bgr.shape[0], max_side)
     return np.ascontiguousarray(bgr[:, :, ::-1])
 
 
-def _check_size(name: str, width: int, height: int, max_side: int | None) -> None:
+def check_size(name: str, width: int, height: int, max_side: int | None = None) -> None:
+    """:class:`ImageError` naming ``name`` when ``width`` x ``height`` pixels are more than
+    :data:`MAX_IMAGE_PIXELS` (or more than ``max_side`` a side)."""
     if max_side is not None and max(width, height) > max_side:
         raise ImageError(f"{name}: {width}×{height} px is too large (limit {max_side} px a side)")
     if width * height > MAX_IMAGE_PIXELS:

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import importlib.util
+import math
+import numbers
 import os
 from fractions import Fraction
 from pathlib import Path
@@ -10,17 +12,54 @@ from typing import Iterable
 import cv2
 import numpy as np
 
-from .files import atomic_path, temp_beside
+from ..errors import UsageError
+from .files import atomic_path, release_temp, temp_beside
 
 #: output containers by suffix (H.264 video)
 CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
 DEFAULT_CRF = 18
 
 
+#: video containers store a frame rate as a ratio of 32-bit integers
+MAX_RATE_TERM = 2**31 - 1
+#: a GIF stores each frame's duration in hundredths of a second (16 bits); browsers show
+#: frames of less than 2/100 s for 1/10 s, so 2 is the shortest honoured
+GIF_DELAYS = (2, 65535)
+
+
+def frame_rate(fps: float) -> Fraction:
+    """``fps`` as the ratio a video stream stores: the nearest with a denominator up to 1001
+    (30000/1001 for 29.97) when that is within 1e-4, else the exact ratio.  A rate no video
+    file can store is a one-line :class:`blendgan.errors.UsageError`; none is replaced by another."""
+    if isinstance(fps, bool) or not isinstance(fps, numbers.Real) or not math.isfinite(fps) or fps <= 0:
+        raise UsageError(f"frame rate must be a finite number > 0, got {fps!r}")
+    rate = Fraction(fps).limit_denominator(1001)
+    if rate <= 0 or abs(rate - Fraction(fps)) > Fraction(fps) / 10_000:
+        rate = Fraction(fps).limit_denominator(MAX_RATE_TERM)
+    if rate <= 0 or rate.numerator > MAX_RATE_TERM or rate.denominator > MAX_RATE_TERM:
+        raise UsageError(f"frame rate {fps:g} cannot be stored in a video file "
+                         f"(from 1/{MAX_RATE_TERM} to {MAX_RATE_TERM} frames per second)")
+    return rate
+
+
+def gif_delay(fps: float) -> int:
+    """The duration of a GIF frame at ``fps``, in hundredths of a second (the nearest a GIF
+    stores); a rate outside what GIFs can show is a one-line :class:`blendgan.errors.UsageError`."""
+    if isinstance(fps, bool) or not isinstance(fps, numbers.Real) or not math.isfinite(fps) or fps <= 0:
+        raise UsageError(f"frame rate must be a finite number > 0, got {fps!r}")
+    delay = round(100 / fps)
+    low, high = GIF_DELAYS
+    if not low <= delay <= high:
+        raise UsageError(f"a GIF cannot show {fps:g} frames per second (from {100 / high:.4g} to {100 / low:g}); "
+                         "write an mp4 instead")
+    return delay
+
+
 def add_h264_stream(container, width: int, height: int, fps: float, crf: int = DEFAULT_CRF):
     """Add a browser-playable H.264 stream (libx264, yuv420p, ``crf``, preset medium) of
-    ``width`` x ``height`` at ``fps`` to an open PyAV output ``container``; returns it."""
-    stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
+    ``width`` x ``height`` at ``fps`` (:func:`frame_rate`) to an open PyAV output
+    ``container``; returns it."""
+    stream = container.add_stream("libx264", rate=frame_rate(fps))
     stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
     stream.options = {"crf": str(crf), "preset": "medium"}
     return stream
@@ -35,17 +74,17 @@ def write_gif(frames: Iterable[np.ndarray], path: str | os.PathLike, fps: float 
     """Write RGB uint8 frames [H, W, 3] as a looping GIF, atomically (Pillow).
 
     For short loops: Pillow keeps every frame until the file is written, and GIF stores
-    frame durations in hundredths of a second (fps is rounded accordingly).
+    frame durations in hundredths of a second (:func:`gif_delay`: fps is rounded accordingly).
     """
     from PIL import Image
     path = Path(path)
+    duration_ms = 10 * gif_delay(fps)
     images = (Image.fromarray(np.ascontiguousarray(f)) for f in frames)
     first = next(images, None)
     if first is None:
         raise ValueError(f"{path}: no frames to write")
     with atomic_path(path) as tmp:
-        first.save(tmp, format="GIF", save_all=True, append_images=images, duration=int(round(1000 / fps)),
-                   loop=0)
+        first.save(tmp, format="GIF", save_all=True, append_images=images, duration=duration_ms, loop=0)
     return path
 
 
@@ -65,7 +104,7 @@ class VideoWriter:
     def __init__(self, path: str | os.PathLike, fps: float = 30, crf: int = DEFAULT_CRF,
                  backend: str | None = None):
         self.path = Path(path)
-        self.fps = fps
+        self.fps = frame_rate(fps)
         self.crf = crf
         self.backend = backend or video_backend()
         self._tmp = temp_beside(self.path)
@@ -80,7 +119,8 @@ class VideoWriter:
             self._container = av.open(str(self._tmp), mode="w", format="mp4", options=container_options("mp4"))
             self._stream = add_h264_stream(self._container, width, height, self.fps, self.crf)
         else:
-            self._cv = cv2.VideoWriter(str(self._tmp), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (width, height))
+            self._cv = cv2.VideoWriter(str(self._tmp), cv2.VideoWriter_fourcc(*"mp4v"), float(self.fps),
+                                       (width, height))
             if not self._cv.isOpened():
                 raise RuntimeError(f"{self.path}: OpenCV could not open an mp4v video writer")
 
@@ -127,6 +167,7 @@ class VideoWriter:
             self._container = self._cv = None
             if self._tmp.exists():
                 self._tmp.unlink()
+            release_temp(self._tmp)
 
     def __enter__(self) -> "VideoWriter":
         return self

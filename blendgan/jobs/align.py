@@ -9,7 +9,7 @@ from tqdm.auto import tqdm
 from .. import defaults, io
 from ..align import FaceAligner
 from ..errors import NoFaceError, UsageError
-from .report import JobReport, fail
+from .report import JobReport, fail, write_failed
 
 
 def output_names(stem: str, count: int, fmt: str) -> list[str]:
@@ -40,13 +40,13 @@ def align_path(input_path: str | os.PathLike, out_dir: str | os.PathLike, size: 
     for path in tqdm(images, desc="align", unit="img", disable=not progress):
         stem = stems[path]
         first = out_dir / output_names(stem, 1, fmt)[0]
-        if first.resolve() == path.resolve():
+        if io.same_file(first, path):
             fail(report, path, ValueError(f"{path}: output would overwrite the input; choose another OUT_DIR"))
             continue
-        if first.exists() and not overwrite:
+        if io.is_done(first) and not overwrite:
             report.skipped.append(first)
             k = 1
-            while (extra := out_dir / output_names(stem, k + 1, fmt)[k]).exists():
+            while io.is_done(extra := out_dir / output_names(stem, k + 1, fmt)[k]):
                 report.skipped.append(extra)
                 k += 1
             continue
@@ -59,7 +59,11 @@ def align_path(input_path: str | os.PathLike, out_dir: str | os.PathLike, size: 
             fail(report, path, exc)
             continue
         outs = [out_dir / name for name in output_names(stem, len(crops), fmt)]
-        for out, crop in list(zip(outs, crops))[1:] + [(outs[0], crops[0])]:  # the main one last
-            io.write_image(out, crop, fmt)
+        try:
+            for out, crop in list(zip(outs, crops))[1:] + [(outs[0], crops[0])]:  # the main one last
+                io.write_image(out, crop, fmt)
+        except OSError as exc:
+            write_failed(report, out, exc)
+            continue
         report.written.extend(outs)
     return report

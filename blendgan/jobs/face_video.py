@@ -27,6 +27,7 @@ from ..align import FaceAligner, FaceTracker, crop_quad, face_quad, paste_face
 from ..align.track import DEFAULT_SMOOTH
 from ..controls import Strength, check_strength
 from ..errors import DependencyError, UsageError, VideoError
+from ..io.images import check_size
 from ..io.video import CONTAINERS, DEFAULT_CRF
 from .report import JobReport, fail, write_failed
 
@@ -106,8 +107,9 @@ def stylize_frames(model, frames: Iterable[np.ndarray], z_embed: torch.Tensor, f
 # -- files --------------------------------------------------------------------------------------
 def _open_video(path: Path):
     import av
-    if not path.is_file():
-        raise VideoError(f"{path}: no such file")
+    reason = io.not_regular(path)
+    if reason:  # a FIFO would block the demuxer, a device never end
+        raise VideoError(reason)
     try:
         container = av.open(str(path))
     except av.FFmpegError as exc:
@@ -115,6 +117,12 @@ def _open_video(path: Path):
     if not container.streams.video:
         container.close()
         raise VideoError(f"{path}: has no video stream")
+    ctx = container.streams.video[0].codec_context
+    try:  # the frame size is known from the stream before any frame is decoded
+        check_size(f"{path}: frames", ctx.width, ctx.height)
+    except io.ImageError as exc:
+        container.close()
+        raise VideoError(str(exc)) from None
     return container
 
 
@@ -145,7 +153,7 @@ def stylize_video(model, input_video: str | os.PathLike, style_image, out_path: 
         raise DependencyError('video input needs PyAV: pip install "blendgan[video]"') from None
     from tqdm.auto import tqdm
     input_video, out_path = Path(input_video), Path(out_path)
-    if out_path.exists() and out_path.resolve() == input_video.resolve():
+    if io.same_file(out_path, input_video):
         raise UsageError(f"{out_path}: the output would replace the input video")
     suffix = out_path.suffix.lower()
     if suffix != ".gif" and suffix not in CONTAINERS:
@@ -194,7 +202,7 @@ def stylize_video_folder(model, input_video: str | os.PathLike, style_dir: str |
     report = JobReport()
     for s in styles:
         out = outdir / io.fit_name(f"{input_video.stem}_v_{names[s]}", ".gif" if gif else ".mp4")
-        if out.exists() and not overwrite:
+        if io.is_done(out) and not overwrite:
             report.skipped.append(out)
             continue
         try:

@@ -64,7 +64,7 @@ def run_pairs(model: BlendGAN, outdir: str | Path, pics: int = defaults.PAIRS_PI
     # Batches are fixed by index, not by what is on disk: a resumed or sharded run computes
     # each image in the batch a fresh single-process run computes it in (the same bytes).
     mine = [list(range(pics))[sl] for k, sl in enumerate(batches(pics, batch_size)) if shard.mine(k)]
-    present = {i: not overwrite and paths[i].exists() for chunk in mine for i in chunk}
+    present = {i: not overwrite and io.is_done(paths[i]) for chunk in mine for i in chunk}
     report.skipped = [paths[i] for chunk in mine for i in chunk if present[i]]
     chunks = [chunk for chunk in mine if not all(present[i] for i in chunk)]
 

@@ -1,7 +1,6 @@
 """``blendgan transfer``: every face of a folder with every style of another."""
 from __future__ import annotations
 
-import functools
 from collections import Counter
 from pathlib import Path
 from typing import Sequence
@@ -11,12 +10,17 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import defaults, io
+from ..cache import LRU
 from ..controls import Strength, check_strength
 from ..model import BlendGAN
 from ..runtime import Shard
 from ..session import Session
 from ..synthesis import batches, transfer_batches
 from .report import BackgroundWriter, JobReport, fail, out_path, overlapped, writer_threads
+
+
+#: style panels kept in memory during a transfer (more are read again when needed)
+PANELS_KEPT = 64
 
 
 def transfer_outputs(faces: Sequence[Path], styles: Sequence[Path], outdir: Path,
@@ -70,24 +74,38 @@ def run_transfer(model: BlendGAN, input_dir: str | Path, style_dir: str | Path, 
             if not shard.mine(k):  # another process's unit: its outputs are its business
                 units.append(None)
                 continue
-            done = {p for _, p in outs[sl] if not overwrite and p.exists()}
+            done = {p for _, p in outs[sl] if not overwrite and io.is_done(p)}
             report.skipped += [p for _, p in outs[sl] if p in done]
             present |= done
             units.append((f, outs[sl]) if len(done) < len(outs[sl]) else None)
     units = [u for u in units if u is not None]
 
-    # Embed each needed style once; keep its code, re-read panels on demand (bounded memory).
+    # Embed each needed style once and keep its code; its panel is kept while memory allows
+    # (an LRU) and read again when needed later, a read that is protected like the first one.
     z_embed: dict[Path, torch.Tensor] = {}
+    panels = LRU(PANELS_KEPT)
     needed = list(dict.fromkeys(s for _, outs in units for s, _ in outs))
     for s in tqdm(needed, desc="styles", unit="img", disable=not progress or len(needed) < 2):
         try:
-            z_embed[s] = session.style(s).z_embed
+            style = session.style(s)
         except io.ImageError as exc:
             fail(report, s, exc)
+            continue
+        z_embed[s] = style.z_embed
+        panels.put(s, io.resize(style.image, model.size))
 
-    @functools.lru_cache(maxsize=64)
-    def style_panel(path: Path) -> np.ndarray:
-        return io.resize(io.read_image(path), model.size)
+    def style_panel(path: Path) -> np.ndarray | None:
+        """The style's panel, or None once it could not be read again (reported once)."""
+        panel = panels.get(path)
+        if panel is None and path in z_embed:
+            try:
+                panel = io.resize(io.read_image(path), model.size)
+            except io.ImageError as exc:  # changed or removed since it was embedded
+                fail(report, path, exc)
+                del z_embed[path]
+                return None
+            panels.put(path, panel)
+        return panel
 
     def made():
         """Per work unit: its outputs, the face panel and the started host copy of the images."""
@@ -118,6 +136,8 @@ def run_transfer(model: BlendGAN, input_dir: str | Path, style_dir: str | Path, 
         for outs, panel, images in overlapped(made(), model.device):
             for (s, p), out in zip(outs, images()):
                 if p not in present:
-                    writer.submit(p, io.write_image, p, io.hstack([panel, style_panel(s), out]), fmt)
+                    style = style_panel(s)
+                    if style is not None:
+                        writer.submit(p, io.write_image, p, io.hstack([panel, style, out]), fmt)
                     bar.update(1)
     return report

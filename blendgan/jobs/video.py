@@ -58,7 +58,7 @@ def run_video(model: BlendGAN, input_dir: str | Path, style_dir: str | Path, out
         out = outdir / io.fit_name(names[f], ".gif" if gif else ".mp4")
         if not shard.mine(k):
             continue
-        if out.exists() and not overwrite:
+        if io.is_done(out) and not overwrite:
             report.skipped.append(out)
             continue
         try:

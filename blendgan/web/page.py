@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .. import defaults, io
-from ..errors import BlendGANError, DependencyError
+from ..errors import BlendGANError, DependencyError, printable
 from .studio import MAX_STRENGTH, VIDEO_FPS, VIDEO_HOLD, VIDEO_MAX_FRAMES, VIDEO_STEPS, Studio, describe
 from .uploads import list_examples
 
@@ -62,7 +62,7 @@ class Handlers:
         try:
             return fn(*args, **kwargs)
         except BlendGANError as exc:
-            raise self.gr.Error(str(exc), print_exception=False) from None
+            raise self.gr.Error(printable(str(exc)), print_exception=False) from None
         except self.gr.Error:
             raise
         except Exception as exc:  # never a stack trace in the page
@@ -73,7 +73,7 @@ class Handlers:
 
     def _notes(self, notes: Sequence[str]) -> None:
         for note in notes:
-            self.gr.Warning(note)
+            self.gr.Warning(printable(note))
 
     # faces
     def face_upload(self, path):
