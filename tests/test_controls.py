@@ -213,6 +213,31 @@ def test_video_commands_take_the_controls(golden_ckpts, sample_dirs, tmp_path):
     assert (tmp_path / f"{face.stem}.gif").exists()
 
 
+def test_strength_ramp_video(model, golden_ckpts, sample_dirs, tmp_path, capsys):
+    from PIL import Image, ImageSequence
+
+    from blendgan.jobs import run_ramp
+    face, style = sorted(sample_dirs.faces.iterdir())[0], sorted(sample_dirs.styles.iterdir())[0]
+    report = run_ramp(model, face, style, tmp_path, transition_steps=2, hold_frames=1, layout="output", gif=True,
+                      strength=1.5, progress=False, fps=10)
+    assert [p.name for p in report.written] == [f"{face.stem}_v_{style.stem}_ramp.gif"]
+    with Image.open(report.written[0]) as gif:
+        frames = [np.asarray(f.convert("RGB")) for f in ImageSequence.Iterator(gif)]
+    # 0, two sigmoid steps, the held peak, then back: 8 frames, the two equal peak frames merged in a GIF
+    assert len(frames) == 2 * (1 + 2 + 1) - 1
+    session = Session(model)
+    f, s = session.face(face, size=model.size), session.style(style, size=model.size)
+    with torch.inference_mode():
+        alone = io.to_uint8(model.synthesize(w_plus=f.w_plus))[0]
+        peak = io.to_uint8(model.synthesize(w_plus=f.w_plus, z_embed=s.z_embed, add_weight_index=7, strength=1.5))[0]
+    gif_error = lambda a, b: np.abs(a.astype(int) - b.astype(int)).mean()   # noqa: E731 (GIF palettes)
+    assert gif_error(frames[0], alone) < 6 and gif_error(frames[3], peak) < 6 and gif_error(frames[-1], alone) < 6
+    assert gif_error(frames[3], alone) > 3 * gif_error(frames[3], peak)
+    assert main(["video", "--input", str(face), "--style", str(style), "--ramp", "--strength", "1,2",
+                 "--ckpt", str(tmp_path / "none.pt")]) == 2
+    assert "--ramp takes face images and one --strength" in capsys.readouterr().err
+
+
 def test_sheet_and_sweep(model, golden_ckpts, sample_dirs, tmp_path):
     from blendgan.jobs.sheet import run_sheet, thumbnail
     assert main(["sheet", "--ckpt", str(golden_ckpts.blendgan), "--psp-encoder", str(golden_ckpts.psp), "--input",

@@ -7,7 +7,8 @@ import logging
 from .. import defaults
 from ..errors import UsageError
 from ..io.video import gif_delay
-from ..jobs import is_video_path, load_sample_zs, run_pairs, run_transfer, run_video, stylize_video_folder
+from ..jobs import (is_video_path, load_sample_zs, run_pairs, run_ramp, run_transfer, run_video,
+                    stylize_video_folder)
 from ..model import BlendGAN
 from ..runtime import configure_backends, process_group
 from . import arguments as A
@@ -120,17 +121,29 @@ class VideoCommand(Command):
         A.add_folder_job_flags(p, "outputs/video", defaults.VIDEO_ADD_WEIGHT_INDEX,
                                "face image or folder, or a video of a face (.mp4 .mov .mkv ...)")
         A.add_video_flags(p)
+        p.add_argument("--ramp", action="store_true",
+                       help="instead of a tour through random styles: for every face x style, the strength "
+                            "ramps from 0 (the face) to --strength and back ({face}_v_{style}_ramp.mp4)")
         A.add_control_flags(p)
         A.add_runtime_flags(p, images=False)
 
     def run(self, a: argparse.Namespace) -> int:
-        A.check_paths(a)
+        if getattr(a, "ramp", False) and (isinstance(a.strength, list) or is_video_path(a.input_img_path)):
+            raise UsageError("--ramp takes face images and one --strength (the end of the ramp)")
         if a.gif and not is_video_path(a.input_img_path):
             gif_delay(a.fps)  # a rate GIFs cannot show is refused before the model loads
+        A.check_paths(a)
         if is_video_path(a.input_img_path):
             return self.face_video(a)
         with process_group(a.device) as env:
             model = _open(a, env.device)
+            if getattr(a, "ramp", False):
+                report = run_ramp(model, a.input_img_path, a.style_img_path, a.outdir,
+                                  add_weight_index=a.add_weight_index, fps=a.fps, transition_steps=a.transition_steps,
+                                  hold_frames=a.hold_frames, batch_size=a.batch_size, overwrite=a.overwrite,
+                                  progress=not a.quiet and env.main, cache_dir=a.cache_dir, shard=env.shard,
+                                  align=a.align, layout=a.layout, gif=a.gif, **controls(a))
+                return finish(report, a.outdir)
             report = run_video(model, a.input_img_path, a.style_img_path, a.outdir,
                                add_weight_index=a.add_weight_index, n_styles=a.styles, seed=a.seed, fps=a.fps,
                                transition_steps=a.transition_steps, hold_frames=a.hold_frames,

@@ -5,7 +5,8 @@ to resume), reports a bad input in one line and goes on, and returns a :class:`J
 
 * :func:`run_pairs` — random faces, natural and stylized side by side (:mod:`.pairs`);
 * :func:`run_transfer` — every face with every style (:mod:`.transfer`);
-* :func:`run_video` — each face moving through random styles (:mod:`.video`);
+* :func:`run_video` — each face moving through random styles; :func:`run_ramp` — the strength
+  ramping from the face to the stylized result (:mod:`.video`);
 * :func:`stylize_video`, :func:`stylize_video_folder` — the face in a video clip (:mod:`.face_video`);
 * :func:`align_path` — FFHQ crops of face photos (:mod:`.align`);
 * :mod:`.report` — the plumbing they share (reports, background writers, batch hand-off).
@@ -17,8 +18,8 @@ from .face_video import is_video_path, stylize_frames, stylize_video, stylize_vi
 from .pairs import load_sample_zs, run_pairs
 from .report import BackgroundWriter, JobReport, fail, one_ahead, overlapped, write_failed, writer_threads
 from .transfer import run_transfer, transfer_outputs
-from .video import run_video
+from .video import run_ramp, run_video
 
 __all__ = ["BackgroundWriter", "JobReport", "align_path", "fail", "is_video_path", "load_sample_zs", "one_ahead",
-           "overlapped", "run_pairs", "run_transfer", "run_video", "stylize_frames", "stylize_video",
+           "overlapped", "run_pairs", "run_ramp", "run_transfer", "run_video", "stylize_frames", "stylize_video",
            "stylize_video_folder", "transfer_outputs", "write_failed", "writer_threads"]

@@ -1,4 +1,5 @@
-"""``blendgan video`` on face images: each face moving through random styles."""
+"""``blendgan video`` on face images: each face moving through random styles, or (``--ramp``)
+each face × style with the strength ramping from the face to the stylized result."""
 from __future__ import annotations
 
 import functools
@@ -16,7 +17,7 @@ from ..errors import UsageError
 from ..model import BlendGAN
 from ..runtime import Shard
 from ..session import Session, Style
-from ..synthesis import slide_window, style_tour, transition_alphas
+from ..synthesis import slide_window, strength_ramp, style_tour, transition_alphas
 from .report import JobReport, fail, overlapped, write_failed
 
 
@@ -103,6 +104,75 @@ def run_video(model: BlendGAN, input_dir: str | Path, style_dir: str | Path, out
                     for batch in frames():
                         writer.write(batch)
         except OSError as exc:  # this video is lost (already cleaned up); the others may still be written
+            write_failed(report, out, exc)
+            continue
+        report.written.append(out)
+    return report
+
+
+@torch.inference_mode()
+def run_ramp(model: BlendGAN, input_dir: str | Path, style_dir: str | Path, outdir: str | Path,
+             add_weight_index: int | None = defaults.VIDEO_ADD_WEIGHT_INDEX, fps: float = defaults.VIDEO_FPS,
+             transition_steps: int = defaults.VIDEO_TRANSITION_STEPS, hold_frames: int = defaults.VIDEO_HOLD_FRAMES,
+             batch_size: int = defaults.BATCH_SIZE, overwrite: bool = False, progress: bool = True,
+             cache_dir: str | Path | None = None, shard: Shard = Shard(), align: str = "never",
+             layout: str = "triptych", gif: bool = False, strength: float = defaults.STRENGTH,
+             preserve_color: bool = False) -> JobReport:
+    """Write ``{face}_v_{style}_ramp.mp4`` for every face × style: the strength ramps from 0
+    (the face) to ``strength`` (the stylized result) along the official sigmoid transition
+    (``transition_steps`` frames), is held ``hold_frames`` frames, then ramps back, so the
+    video loops.  ``layout`` ``'triptych'`` shows [input | style | output].  A ``shard``
+    renders every ``world``-th video."""
+    if layout not in defaults.VIDEO_LAYOUTS:
+        raise UsageError(f"layout must be one of {defaults.VIDEO_LAYOUTS}, got {layout!r}")
+    peak = check_strength(strength)
+    if not isinstance(peak, float):
+        raise UsageError("a strength ramp needs one strength, not one per layer")
+    faces, styles = io.input_images(input_dir, "face"), io.input_images(style_dir, "style")
+    session = Session(model, align=align, cache_dir=cache_dir)
+    outdir = io.prepare_outdir(outdir)
+    report = JobReport()
+    up = [peak * a for a in transition_alphas(transition_steps, hold_frames)]
+    strengths = up + up[::-1]
+    face_names, style_names = io.output_stems(faces), io.output_stems(styles)
+    pairs = [(f, s) for f in faces for s in styles]
+    encoded: dict = {}
+    for k, (f, s) in enumerate(tqdm(pairs, desc="ramp", unit="video", disable=not progress)):
+        out = outdir / io.fit_name(f"{face_names[f]}_v_{style_names[s]}_ramp", ".gif" if gif else ".mp4")
+        if not shard.mine(k):
+            continue
+        if io.is_done(out) and not overwrite:
+            report.skipped.append(out)
+            continue
+        try:
+            for path, encode in ((f, session.face), (s, session.style)):
+                if path not in encoded:
+                    encoded[path] = encode(path, size=model.size)
+        except io.ImageError as exc:
+            fail(report, path, exc)
+            encoded[path] = None
+            continue
+        face, style = encoded[f], encoded[s]
+        if face is None or style is None:
+            continue
+
+        def frames() -> Iterator[np.ndarray]:
+            made = ((sl, io.to_uint8_async(images)) for sl, images in
+                    strength_ramp(model, face.w_plus, style.z_embed, strengths, add_weight_index=add_weight_index,
+                                  batch_size=batch_size, preserve_color=preserve_color))
+            for _, images in overlapped(made, model.device):
+                outs = images()
+                yield outs if layout == "output" else np.stack([io.hstack([face.image, style.image, o])
+                                                                for o in outs])
+
+        try:
+            if gif:
+                io.write_gif((frame for batch in frames() for frame in batch), out, fps)
+            else:
+                with io.VideoWriter(out, fps=fps) as writer:
+                    for batch in frames():
+                        writer.write(batch)
+        except OSError as exc:
             write_failed(report, out, exc)
             continue
         report.written.append(out)
