@@ -88,7 +88,7 @@ class StandIn:
         self.faces += x.shape[0]
         return torch.nn.functional.interpolate(x, size=self.size, mode="bilinear", align_corners=False)
 
-    def synthesize(self, w_plus, z_embed, add_weight_index):
+    def synthesize(self, w_plus, z_embed, add_weight_index, strength=1.0, preserve_color=False):
         if self.tint is None:
             return w_plus
         return torch.tensor(self.tint, dtype=torch.float32).view(1, 3, 1, 1).expand_as(w_plus)

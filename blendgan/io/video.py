@@ -180,3 +180,15 @@ class VideoWriter:
                 self.close(ok=False)
             except Exception:  # the original exception matters more
                 pass
+
+
+def write_video(batches: Iterable[np.ndarray], path: str | os.PathLike, fps: float) -> Path:
+    """Write batches of RGB uint8 frames [T, H, W, 3] to ``path``, atomically: a looping GIF
+    when it ends in ``.gif`` (:func:`write_gif`), else a streamed video (:class:`VideoWriter`)."""
+    path = Path(path)
+    if path.suffix.lower() == ".gif":
+        return write_gif((frame for batch in batches for frame in batch), path, fps)
+    with VideoWriter(path, fps=fps) as writer:
+        for batch in batches:
+            writer.write(batch)
+    return path

@@ -75,7 +75,7 @@ def stylize_frames(model, frames: Iterable[np.ndarray], z_embed: torch.Tensor, f
         raise UsageError("video stylization needs the pSp encoder (load it with psp_encoder=...)")
     if batch_size < 1:
         raise UsageError(f"batch size must be >= 1, got {batch_size}")
-    check_strength(strength, model.n_latent)
+    check_strength(strength)  # (a per-layer list's length is the model's to check)
     tracker = FaceTracker((aligner or FaceAligner()).load(), fps, smooth)
     pending: list[tuple[np.ndarray, np.ndarray | None, np.ndarray | None]] = []  # frame, quad, crop
 

@@ -97,12 +97,7 @@ def run_video(model: BlendGAN, input_dir: str | Path, style_dir: str | Path, out
             yield np.repeat(last[None], hold_frames, axis=0)
 
         try:
-            if gif:
-                io.write_gif((frame for batch in frames() for frame in batch), out, fps)
-            else:
-                with io.VideoWriter(out, fps=fps) as writer:
-                    for batch in frames():
-                        writer.write(batch)
+            io.write_video(frames(), out, fps)
         except OSError as exc:  # this video is lost (already cleaned up); the others may still be written
             write_failed(report, out, exc)
             continue
@@ -166,13 +161,8 @@ def run_ramp(model: BlendGAN, input_dir: str | Path, style_dir: str | Path, outd
                                                                 for o in outs])
 
         try:
-            if gif:
-                io.write_gif((frame for batch in frames() for frame in batch), out, fps)
-            else:
-                with io.VideoWriter(out, fps=fps) as writer:
-                    for batch in frames():
-                        writer.write(batch)
-        except OSError as exc:
+            io.write_video(frames(), out, fps)
+        except OSError as exc:  # this video is lost (already cleaned up); the others may still be written
             write_failed(report, out, exc)
             continue
         report.written.append(out)
