@@ -135,6 +135,14 @@ def add_video_flags(p: argparse.ArgumentParser, snake: bool = False) -> None:
                    help="frames held on each style and at the end (default %(default)s)")
 
 
+def add_offline_flag(p: argparse.ArgumentParser) -> None:
+    """``--offline``: missing default weights are an error, not a download (None when not given:
+    ``BLENDGAN_OFFLINE`` decides)."""
+    p.add_argument("--offline", action="store_true", default=None,
+                   help=f"never download: missing default weights are an error (also {defaults.ENV_OFFLINE}=1); "
+                        f"without it, missing {defaults.WEIGHTS_DIR}/*.pt are downloaded first")
+
+
 def add_model_flags(p: argparse.ArgumentParser, psp: bool) -> None:
     p.add_argument("--ckpt", default=defaults.CKPT, help="BlendGAN checkpoint (default %(default)s)")
     if psp:
@@ -143,6 +151,7 @@ def add_model_flags(p: argparse.ArgumentParser, psp: bool) -> None:
     p.add_argument("--size", type=int, default=None, help="checked against the checkpoint (inferred when omitted)")
     p.add_argument("--channel-multiplier", "--channel_multiplier", dest="channel_multiplier", type=int,
                    default=None, help="checked against the checkpoint (inferred when omitted)")
+    add_offline_flag(p)
 
 
 def add_index_flag(p: argparse.ArgumentParser, default: int, snake_only: bool = False) -> None:

@@ -68,9 +68,17 @@ class DownloadCommand(Command):
         p.add_argument("--files", nargs="+", default=["blendgan", "psp_encoder"],
                        choices=["blendgan", "psp_encoder", "style_encoder"], help="which files (default: %(default)s)")
         p.add_argument("--overwrite", action="store_true", help="fetch again even if present and valid")
+        p.add_argument("--from", dest="source", metavar="DIR_OR_URL", default=None,
+                       help="a mirror to take the files from instead of Google Drive: a folder or an http(s) URL "
+                            f"holding them under their names (default: ${defaults.ENV_MIRROR} when set)")
+        p.add_argument("--quiet", action="store_true", help="no progress bars")
 
     def run(self, a: argparse.Namespace) -> int:
+        import os
+
         from ..download import download
-        for path in download(a.dir, names=tuple(a.files), overwrite=a.overwrite):
+        source = a.source or os.environ.get(defaults.ENV_MIRROR) or None
+        for path in download(a.dir, names=tuple(a.files), overwrite=a.overwrite, source=source,
+                             progress=not a.quiet):
             print(path)
         return 0
