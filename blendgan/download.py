@@ -35,6 +35,7 @@ import http.client
 import inspect
 import logging
 import os
+import re
 import socket
 import sys
 import urllib.error
@@ -242,14 +243,19 @@ def _http_resuming(url: str, part: Path, timeout: float, progress: bool) -> None
     start = part.stat().st_size if part.exists() else 0
     request = urllib.request.Request(url, headers={"Range": f"bytes={start}-"} if start else {})
     try:
-        response = urllib.request.urlopen(request, timeout=timeout)  # noqa: S310 (http(s)/file URLs only)
+        response = urllib.request.urlopen(request, timeout=timeout)  # noqa: S310 (http(s) URLs only)
     except urllib.error.HTTPError as exc:
         if exc.code == 416 and start:  # nothing left to send: the part file is complete
             return
         raise RuntimeError(f"HTTP {exc.code} {exc.reason} for {url}") from None
     with response:
-        status = getattr(response, "status", 200)
-        resumed = start > 0 and status == 206
+        resumed = start > 0 and response.status == 206
+        if resumed:
+            found = re.match(r"bytes (\d+)-\d+/(\d+|\*)", response.headers.get("Content-Range", ""))
+            if found is None or int(found.group(1)) != start:  # not the rest of our part file
+                part.unlink()
+                raise RuntimeError(f"the server resumed at another offset than {start} "
+                                   f"(Content-Range {response.headers.get('Content-Range')!r}); run again")
         length = response.headers.get("Content-Length")
         total = (start if resumed else 0) + int(length) if length and length.isdigit() else None
         with open(part, "ab" if resumed else "wb") as out, \

@@ -38,6 +38,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -255,7 +256,9 @@ def export_graph(model: BlendGAN, name: str, path: str | os.PathLike, opset: int
     args = example_inputs(spec)
     batch = torch.export.Dim("N", min=1, max=4096)
     dynamic = {input_name: {0: batch} for input_name, _ in spec.inputs}
-    with torch.no_grad(), winograd.direct_convolutions():
+    with torch.no_grad(), winograd.direct_convolutions(), warnings.catch_warnings():
+        # the exporter's note that the batch axes of several inputs share the name N
+        warnings.filterwarnings("ignore", message=".*axis name", category=UserWarning)
         try:
             program = torch.onnx.export(module, args, None, input_names=[n for n, _ in spec.inputs],
                                         output_names=[spec.output], opset_version=opset,

@@ -32,6 +32,7 @@ class MirrorHandler(http.server.BaseHTTPRequestHandler):
     requests: list
     cut_after: int | None = None
     ignore_range = False
+    wrong_offset = False  # answer a range request with 206 from byte 0 (a broken server)
 
     def do_GET(self):  # noqa: N802 (http.server's name)
         self.requests.append((self.path, self.headers.get("Range")))
@@ -43,7 +44,7 @@ class MirrorHandler(http.server.BaseHTTPRequestHandler):
         start = 0
         rng = self.headers.get("Range")
         if rng and not self.ignore_range:
-            start = int(rng.removeprefix("bytes=").split("-")[0])
+            start = 0 if self.wrong_offset else int(rng.removeprefix("bytes=").split("-")[0])
             if start >= len(data):
                 self.send_response(416)
                 self.send_header("Content-Range", f"bytes */{len(data)}")
@@ -150,6 +151,22 @@ def test_http_server_without_ranges_sends_it_all_again(small_mirror, tmp_path):
     with serve(small_mirror, ignore_range=True) as (url, handler):
         download(dest, names=("style_encoder",), source=url, progress=False)
     assert handler.requests == [("/weights/style_encoder.pt", "bytes=5000-")]
+    assert (dest / "style_encoder.pt").read_bytes() == data
+
+
+def test_http_resume_at_the_wrong_offset_starts_over(small_mirror, tmp_path):
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    data = (small_mirror / "weights" / "style_encoder.pt").read_bytes()
+    (dest / "style_encoder.pt.part").write_bytes(data[:1000])
+    with serve(small_mirror, wrong_offset=True) as (url, _):
+        with pytest.raises(DownloadError) as e:
+            download(dest, names=("style_encoder",), source=url, progress=False)
+    assert "resumed at another offset than 1000" in _one_line(e)
+    assert not (dest / "style_encoder.pt.part").exists()  # never glued to the wrong bytes
+    with serve(small_mirror, wrong_offset=True) as (url, handler):
+        download(dest, names=("style_encoder",), source=url, progress=False)  # a fresh start needs no range
+    assert handler.requests == [("/weights/style_encoder.pt", None)]
     assert (dest / "style_encoder.pt").read_bytes() == data
 
 
