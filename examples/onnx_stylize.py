@@ -31,16 +31,17 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-from PIL import Image
+from PIL import Image, ImageOps
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 
 
 def to_input(path: Path) -> np.ndarray:
-    """An image file -> [1, 3, H, W] float32 in [-1, 1]."""
+    """An image file -> [1, 3, H, W] float32 in [-1, 1] (turned upright by its EXIF
+    orientation, as OpenCV reads it in blendgan; computed in float64 as the official code)."""
     with Image.open(path) as image:
-        rgb = np.asarray(image.convert("RGB"), dtype=np.float32)
-    return ((rgb / 255.0 - 0.5) / 0.5).transpose(2, 0, 1)[None]
+        rgb = np.asarray(ImageOps.exif_transpose(image).convert("RGB"), dtype=np.float64)
+    return ((rgb / 255.0 - 0.5) / 0.5).astype(np.float32).transpose(2, 0, 1)[None]
 
 
 def _pool_axis(x: np.ndarray, axis: int, out: int) -> np.ndarray:

@@ -165,6 +165,11 @@ def test_numpy_pooling_matches_torch():
     assert ex.adaptive_avg_pool(same) is same or np.array_equal(ex.adaptive_avg_pool(same), same)
 
 
+@pytest.mark.parametrize("path", sorted((ROOT / "test_imgs").rglob("*.[jp][pn]g")), ids=lambda p: p.name)
+def test_example_reads_images_as_the_library(path):
+    assert np.array_equal(load_example().to_input(path), io.to_tensor(io.read_image(path)).numpy())
+
+
 @pytest.fixture(scope="module")
 def example_outputs(exported, sample_dirs, tmp_path_factory) -> list[Path]:
     """The example's images for the 2 x 2 samples, made in this process (default settings)."""

@@ -27,13 +27,17 @@ class InfoCommand(Command):
         import cv2
         import numpy
         import torch
-        import torchvision
+        try:  # only reported here: a torchvision built for another torch must not stop `info`
+            import torchvision
+            vision = torchvision.__version__
+        except Exception as exc:  # noqa: BLE001 (its C++ ops fail to register in many ways)
+            vision = f"unusable ({type(exc).__name__})"
 
         from ..io import video_backend
         from ..ops import backend_info, cpu_backend_info
         from ..runtime import resolve_device
         print(f"blendgan {__version__}  python {platform.python_version()}  torch {torch.__version__}  "
-              f"torchvision {torchvision.__version__}  numpy {numpy.__version__}  opencv {cv2.__version__}")
+              f"torchvision {vision}  numpy {numpy.__version__}  opencv {cv2.__version__}")
         cuda = (f"CUDA {torch.version.cuda}, {torch.cuda.device_count()} device(s): "
                 + ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
                 if torch.cuda.is_available() else f"no CUDA device (torch built with CUDA {torch.version.cuda})")
