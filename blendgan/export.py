@@ -58,6 +58,8 @@ log = logging.getLogger("blendgan")
 INSTALL_HINT = 'pip install "blendgan[export]"'
 ENCODER_SIZE = STYLE_POOL  # both encoders pool their input to 256x256 (pSp's FACE_POOL is the same)
 METADATA_FILE = "blendgan.json"
+#: every graph :func:`export_onnx` can write, in its order
+GRAPH_NAMES = ("style_encoder", "psp_encoder", "mapping", "synthesis")
 #: a single ONNX file (protobuf) holds at most 2 GiB
 PROTOBUF_LIMIT = 2 ** 31
 
@@ -177,7 +179,7 @@ def graph_module(model: BlendGAN, name: str) -> nn.Module:
         return MappingGraph(g)
     if name == "synthesis":
         return SynthesisGraph(g)
-    raise UsageError(f"unknown graph {name!r}; expected style_encoder, psp_encoder, mapping or synthesis")
+    raise UsageError(f"unknown graph {name!r}; expected one of {', '.join(GRAPH_NAMES)}")
 
 
 def example_inputs(spec: GraphSpec, batch: int = 2, seed: int = 0) -> tuple[torch.Tensor, ...]:

@@ -228,15 +228,21 @@ def golden_mirror(golden_ckpts, tmp_path) -> Path:
     return root
 
 
-def test_from_pretrained_fetches_missing_default_weights(in_empty_project, golden_mirror, golden, monkeypatch):
+def test_first_command_fetches_missing_default_weights(in_empty_project, golden_mirror, golden, sample_dirs,
+                                                       monkeypatch):
+    """The README's first command on a fresh machine: `blendgan transfer` with the default
+    weight paths downloads them (here from an HTTP mirror), validates them and runs."""
     monkeypatch.delenv(defaults.ENV_OFFLINE, raising=False)
+    out = in_empty_project / "outputs"
     with serve(golden_mirror) as (url, handler):
         monkeypatch.setenv(defaults.ENV_MIRROR, url)
-        m = BlendGAN.from_pretrained(defaults.CKPT, psp_encoder=defaults.PSP_ENCODER)
+        assert main(["transfer", "--input", str(sample_dirs.faces), "--style", str(sample_dirs.styles),
+                     "--outdir", str(out), "--device", "cpu", "--quiet"]) == 0
         assert sorted(r[0] for r in handler.requests) == ["/weights/blendgan.pt", "/weights/psp_encoder.pt"]
-        # present now: a second load fetches nothing
-        BlendGAN.from_pretrained(defaults.CKPT)
+        # present now: loading them again fetches nothing
+        m = BlendGAN.from_pretrained(defaults.CKPT, psp_encoder=defaults.PSP_ENCODER)
         assert len(handler.requests) == 2
+    assert len(list(out.iterdir())) == 4
     weights = in_empty_project / defaults.WEIGHTS_DIR
     assert sorted(p.name for p in weights.iterdir()) == ["blendgan.pt", "psp_encoder.pt"]
     with torch.no_grad():

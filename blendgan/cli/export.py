@@ -5,12 +5,11 @@ import argparse
 import logging
 
 from .. import defaults, io
+from ..export import GRAPH_NAMES
 from . import arguments as A
 from .base import Command
 
 log = logging.getLogger("blendgan")
-
-GRAPHS = ("style_encoder", "psp_encoder", "mapping", "synthesis")
 
 
 class ExportCommand(Command):
@@ -26,7 +25,7 @@ class ExportCommand(Command):
                        help="pSp encoder checkpoint, or 'none' to export without psp_encoder.onnx "
                             "(default %(default)s)")
         p.add_argument("--outdir", default=defaults.EXPORT_DIR, help="output folder (default %(default)s)")
-        p.add_argument("--graphs", nargs="+", choices=GRAPHS, default=None,
+        p.add_argument("--graphs", nargs="+", choices=GRAPH_NAMES, default=None,
                        help="export only these graphs (default: all)")
         p.add_argument("--opset", type=A.int_at_least(defaults.ONNX_OPSET), default=defaults.ONNX_OPSET,
                        help="ONNX opset (default %(default)s)")
