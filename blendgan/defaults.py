@@ -10,6 +10,11 @@ from __future__ import annotations
 WEIGHTS_DIR = "pretrained_models"
 CKPT = f"{WEIGHTS_DIR}/blendgan.pt"
 PSP_ENCODER = f"{WEIGHTS_DIR}/psp_encoder.pt"
+#: set to 1 (read, never written): a missing default weight file is an error, not a download
+ENV_OFFLINE = "BLENDGAN_OFFLINE"
+#: a folder or http(s) URL holding blendgan.pt / psp_encoder.pt, used instead of Google Drive
+ENV_MIRROR = "BLENDGAN_MIRROR"
+DOWNLOAD_TIMEOUT = 10.0      # seconds for the connectivity probe and each network read
 
 # -- sampling -----------------------------------------------------------------------------------
 SEED = 0
@@ -39,6 +44,10 @@ ALIGN_SIZE = 1024            # side of the crops `blendgan align` writes
 #: square images of these sides are taken as aligned crops already (the models' sizes)
 ALIGNED_SIZES = (256, 512, 1024)
 FACE_VIDEO_ALIGN_SIZE = 256  # pSp's input size (it pools larger crops to 256 anyway)
+
+# -- ONNX export --------------------------------------------------------------------------------
+EXPORT_DIR = "onnx"
+ONNX_OPSET = 18
 
 # -- web page ----------------------------------------------------------------------------------
 WEB_HOST = "127.0.0.1"       # this machine only

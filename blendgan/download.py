@@ -16,13 +16,29 @@ then moved into place with :func:`os.replace`, so ``<dest>/<file>`` is either ab
 complete, loadable file.  A download that fails validation is kept as ``<file>.invalid`` for
 inspection.  Every failure is raised as :class:`DownloadError` with a one-line message that
 names the file and, where useful, the URL to fetch it by hand.
+
+Mirrors: ``download(..., source=DIR_OR_URL)`` (``blendgan download --from``) takes the files
+from a folder or an http(s) URL holding them under their names (``URL/blendgan.pt``) instead
+of Google Drive; an interrupted transfer resumes from the ``.part`` file (an HTTP range
+request, or a seek in the folder's file).
+
+Weights that fetch themselves: :func:`fetch_missing_defaults`, called by
+``BlendGAN.from_pretrained`` (and so every command), downloads the default files
+(``pretrained_models/blendgan.pt``, ``psp_encoder.pt``) when they are missing, from
+``BLENDGAN_MIRROR`` when set, else Google Drive, unless offline (``offline=True``,
+``--offline``, or ``BLENDGAN_OFFLINE=1``) or without a network, where the missing file is
+reported in one line as before.
 """
 from __future__ import annotations
 
+import http.client
 import inspect
+import logging
 import os
+import re
 import socket
 import sys
+import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -30,8 +46,10 @@ from typing import Callable, Iterable, NamedTuple
 
 import torch
 
-from . import checkpoint
+from . import checkpoint, defaults
 from .errors import CheckpointError, DownloadError
+
+log = logging.getLogger("blendgan")
 
 DRIVE_HOST = "drive.google.com"
 DRIVE_PORT = 443
@@ -173,6 +191,100 @@ def _gdown_fetch(gdown, timeout: float) -> Fetch:
     return fetch
 
 
+# -- mirrors: a folder or an http(s) URL ------------------------------------------------------
+
+CHUNK = 1 << 20
+
+
+def _progress_bar(total: int | None, initial: int, desc: str, enabled: bool):
+    from tqdm import tqdm  # noqa: PLC0415 (a dependency, imported where used)
+    return tqdm(total=total, initial=initial, unit="B", unit_scale=True, unit_divisor=1024, desc=desc,
+                disable=not enabled, file=sys.stderr, leave=False)
+
+
+def is_url(source: str | os.PathLike) -> bool:
+    """Whether a mirror is an http(s) URL (else a folder, or a ``file://`` URL of one)."""
+    return urllib.parse.urlsplit(str(source)).scheme in ("http", "https")
+
+
+def mirror_folder(source: str | os.PathLike) -> Path:
+    """The folder of a folder mirror (``file://`` URLs accepted)."""
+    parts = urllib.parse.urlsplit(str(source))
+    return Path(urllib.request.url2pathname(parts.path)) if parts.scheme == "file" else Path(source)
+
+
+def source_location(source: str | os.PathLike, filename: str) -> str:
+    """Where a mirror keeps ``filename``: ``URL/filename`` or ``DIR/filename``."""
+    if is_url(source):
+        return f"{str(source).rstrip('/')}/{urllib.parse.quote(filename)}"
+    return str(mirror_folder(source) / filename)
+
+
+def _copy_resuming(src: Path, part: Path, progress: bool) -> None:
+    """Copy ``src`` to ``part``, continuing after the bytes ``part`` already holds."""
+    total = src.stat().st_size
+    start = part.stat().st_size if part.exists() else 0
+    if start > total:  # not a prefix of this file: start over
+        part.unlink()
+        start = 0
+    with open(src, "rb") as fin, open(part, "ab") as fout, \
+            _progress_bar(total, start, src.name, progress) as bar:
+        fin.seek(start)
+        while chunk := fin.read(CHUNK):
+            fout.write(chunk)
+            bar.update(len(chunk))
+
+
+def _http_resuming(url: str, part: Path, timeout: float, progress: bool) -> None:
+    """GET ``url`` into ``part``; with a partial ``part``, ask only for the rest (HTTP range).
+
+    A server that ignores the range sends the whole file, which replaces the partial one.
+    """
+    start = part.stat().st_size if part.exists() else 0
+    request = urllib.request.Request(url, headers={"Range": f"bytes={start}-"} if start else {})
+    try:
+        response = urllib.request.urlopen(request, timeout=timeout)  # noqa: S310 (http(s) URLs only)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 416 and start:  # nothing left to send: the part file is complete
+            return
+        raise RuntimeError(f"HTTP {exc.code} {exc.reason} for {url}") from None
+    with response:
+        resumed = start > 0 and response.status == 206
+        if resumed:
+            found = re.match(r"bytes (\d+)-\d+/(\d+|\*)", response.headers.get("Content-Range", ""))
+            if found is None or int(found.group(1)) != start:  # not the rest of our part file
+                part.unlink()
+                raise RuntimeError(f"the server resumed at another offset than {start} "
+                                   f"(Content-Range {response.headers.get('Content-Range')!r}); run again")
+        length = response.headers.get("Content-Length")
+        total = (start if resumed else 0) + int(length) if length and length.isdigit() else None
+        with open(part, "ab" if resumed else "wb") as out, \
+                _progress_bar(total, start if resumed else 0, Path(part.name).stem, progress) as bar:
+            try:
+                while chunk := response.read(CHUNK):
+                    out.write(chunk)
+                    bar.update(len(chunk))
+            except http.client.IncompleteRead as exc:  # the connection dropped: keep what came
+                out.write(exc.partial)
+    if total is not None and part.stat().st_size < total:
+        raise RuntimeError(f"connection closed after {part.stat().st_size} of {total} bytes")
+
+
+def mirror_fetch(source: str | os.PathLike, timeout: float = defaults.DOWNLOAD_TIMEOUT,
+                 progress: bool = True) -> Fetch:
+    """A fetch function (``fetch(drive_id, out_path)``) reading the files from a mirror."""
+    by_id = {f.drive_id: f.filename for f in FILES.values()}
+
+    def fetch(file_id: str, out_path: Path) -> None:
+        where = source_location(source, by_id[file_id])
+        if is_url(source):
+            _http_resuming(where, Path(out_path), timeout, progress)
+        else:
+            _copy_resuming(Path(where), Path(out_path), progress)
+
+    return fetch
+
+
 def _first_line(exc: BaseException) -> str:
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
@@ -205,12 +317,12 @@ def _strip_path(message: str, path: Path) -> str:
     return message[len(prefix):] if message.startswith(prefix) else message
 
 
-def _fetch_one(name: str, dest: Path, fetch: Fetch, overwrite: bool) -> Path:
+def _fetch_one(name: str, dest: Path, fetch: Fetch, overwrite: bool, source: str | os.PathLike | None) -> Path:
     filename, drive_id, _ = FILES[name]
     final = dest / filename
     part = dest / f"{filename}.part"
     invalid = dest / f"{filename}.invalid"
-    url = manual_url(name)
+    url = manual_url(name) if source is None else source_location(source, filename)
     if overwrite and part.exists():
         part.unlink()  # a complete but unvalidated leftover: fetch afresh as asked
     _log(f"{filename}: downloading from {url}")
@@ -219,7 +331,7 @@ def _fetch_one(name: str, dest: Path, fetch: Fetch, overwrite: bool) -> Path:
     except Exception as exc:
         kept = f"; partial data kept in {part}, run again to resume" if part.exists() else ""
         raise DownloadError(f"{filename}: download failed ({_first_line(exc)}){kept}; "
-                            f"or fetch it manually from {url} into {dest}/") from exc
+                            f"or fetch it manually from {url} into {dest}/") from None
     if not part.is_file():
         raise DownloadError(f"{filename}: the download produced no file at {part}; "
                             f"fetch it manually from {url} into {dest}/")
@@ -234,10 +346,11 @@ def _fetch_one(name: str, dest: Path, fetch: Fetch, overwrite: bool) -> Path:
     return final
 
 
-def download(dest_dir: str | os.PathLike = "pretrained_models",
+def download(dest_dir: str | os.PathLike = defaults.WEIGHTS_DIR,
              names: Iterable[str] = ("blendgan", "psp_encoder"),
-             overwrite: bool = False, timeout: float = 10.0,
-             fetch: Fetch | None = None) -> list[Path]:
+             overwrite: bool = False, timeout: float = defaults.DOWNLOAD_TIMEOUT,
+             fetch: Fetch | None = None, source: str | os.PathLike | None = None,
+             progress: bool = True) -> list[Path]:
     """Download (and validate) the official files named in ``names`` into ``dest_dir``.
 
     ``names`` are keys of :data:`FILES`: ``"blendgan"``, ``"psp_encoder"``, ``"style_encoder"``.
@@ -246,8 +359,11 @@ def download(dest_dir: str | os.PathLike = "pretrained_models",
 
     With the default ``fetch`` (gdown), connectivity is probed first with a TCP connection of
     at most ``timeout`` seconds, so an offline machine fails at once rather than after the
-    first file.  ``fetch(file_id, out_path)`` can be given instead (tests, mirrors): it must
-    write the file to ``out_path`` and raise on failure; no probe is made for it.
+    first file.  ``source``: a mirror (a folder, or an http(s) URL) holding the files under
+    their names, read instead of Google Drive (no gdown needed, resumed after an interruption,
+    a progress bar unless not ``progress``).  ``fetch(file_id, out_path)`` can be given
+    instead (tests): it must write the file to ``out_path`` and raise on failure; no probe is
+    made for it.
 
     Returns the paths of the requested files, in the order of ``names``.
     Raises :class:`DownloadError` (one line) on any failure.
@@ -282,6 +398,10 @@ def download(dest_dir: str | os.PathLike = "pretrained_models",
     if not todo:
         return [dest / FILES[n].filename for n in names]
 
+    if fetch is None and source is not None:
+        if not is_url(source) and not mirror_folder(source).is_dir():
+            raise DownloadError(f"{source}: no such folder (a mirror is a folder or an http(s) URL)")
+        fetch = mirror_fetch(source, timeout, progress)
     if fetch is None:
         gdown = _import_gdown()
         if gdown is None:
@@ -301,5 +421,66 @@ def download(dest_dir: str | os.PathLike = "pretrained_models",
     except OSError as exc:
         raise DownloadError(f"{dest}: cannot create the directory ({_first_line(exc)})") from None
     for name in todo:
-        _fetch_one(name, dest, fetch, overwrite)
+        _fetch_one(name, dest, fetch, overwrite, source)
     return [dest / FILES[n].filename for n in names]
+
+
+# -- weights that fetch themselves ----------------------------------------------------------
+
+#: the default paths of the commands and of ``from_pretrained``, and the files they name
+DEFAULT_PATHS = {"blendgan": defaults.CKPT, "psp_encoder": defaults.PSP_ENCODER}
+
+
+def offline_requested(offline: bool | None = None) -> bool:
+    """``offline`` when given, else whether ``BLENDGAN_OFFLINE`` is set to a true value
+    (anything but empty, 0, false, no, off)."""
+    if offline is not None:
+        return bool(offline)
+    return os.environ.get(defaults.ENV_OFFLINE, "").strip().lower() not in ("", "0", "false", "no", "off")
+
+
+def _default_name(path: str | os.PathLike) -> str | None:
+    """The name in :data:`FILES` when ``path`` is a default weight path, else None."""
+    try:
+        resolved = Path(path).resolve()
+    except (OSError, RuntimeError):
+        return None
+    for name, default in DEFAULT_PATHS.items():
+        if resolved == Path(default).resolve():
+            return name
+    return None
+
+
+def fetch_missing_defaults(paths: Iterable[str | os.PathLike | None], offline: bool | None = None,
+                           progress: bool = True, timeout: float = defaults.DOWNLOAD_TIMEOUT) -> list[Path]:
+    """Download those of ``paths`` that are default weight paths (:data:`DEFAULT_PATHS`)
+    and missing; other paths are left alone.  Returns the files downloaded.
+
+    Nothing happens offline (``offline``, or ``BLENDGAN_OFFLINE=1`` when ``offline`` is None):
+    loading then reports the missing file.  The files come from ``BLENDGAN_MIRROR`` when
+    set, else Google Drive.  Without a network the missing file is reported in one line
+    (:class:`CheckpointError`); a failed or invalid download raises :class:`DownloadError`.
+    """
+    wanted = {}
+    for path in paths:
+        if path is None:
+            continue
+        name = _default_name(path)
+        if name is not None and not Path(path).exists():
+            wanted[name] = Path(path)
+    if not wanted or offline_requested(offline):
+        return []
+    dest = next(iter(wanted.values())).parent
+    mirror = os.environ.get(defaults.ENV_MIRROR) or None
+    if mirror is None:
+        try:
+            check_connectivity(timeout)
+        except OSError:
+            host, port = probe_target()
+            missing = ", ".join(str(p) for p in wanted.values())
+            raise CheckpointError(f"{missing}: no such file, and no network to download it (cannot reach "
+                                  f"{host}:{port}); {checkpoint.GET_WEIGHTS_HINT}") from None
+    log.info("%s missing: downloading %s from %s (--offline or %s=1 to stop this)",
+             ", ".join(str(p) for p in wanted.values()), ", ".join(FILES[n].filename for n in wanted),
+             mirror or "Google Drive", defaults.ENV_OFFLINE)
+    return download(dest, names=tuple(wanted), timeout=timeout, source=mirror, progress=progress)

@@ -10,6 +10,7 @@ from torch import nn
 from . import checkpoint as ckpt_io
 from . import defaults
 from .controls import Strength, check_style_weights, face_weights
+from .download import fetch_missing_defaults
 from .errors import CheckpointError, UsageError
 from .models import Generator, PSPEncoder
 from .runtime import resolve_device, resolve_dtype
@@ -54,13 +55,18 @@ class BlendGAN(nn.Module):
     def from_pretrained(cls, ckpt: str | os.PathLike, psp_encoder: str | os.PathLike | None = None,
                         device: str | torch.device | None = "cpu", size: int | None = None,
                         channel_multiplier: int | None = None,
-                        dtype: torch.dtype | str = torch.float32) -> "BlendGAN":
+                        dtype: torch.dtype | str = torch.float32, offline: bool | None = None) -> "BlendGAN":
         """Load ``blendgan.pt`` (and ``psp_encoder.pt``) unchanged; resolution is inferred.
 
         ``dtype``: compute precision — float32 (default; matches the official outputs),
         bfloat16 (fast on CPUs with AMX and on recent GPUs) or float16 (GPUs).  Raises :class:`blendgan.checkpoint.CheckpointError` (one line, naming the file) for a
         missing, damaged or mismatched file.
+
+        The default paths (``pretrained_models/blendgan.pt``, ``psp_encoder.pt``) fetch
+        themselves when missing (:func:`blendgan.download.fetch_missing_defaults`) unless
+        ``offline`` (None: offline when ``BLENDGAN_OFFLINE=1``).
         """
+        fetch_missing_defaults((ckpt, psp_encoder), offline=offline)
         g = ckpt_io.load_generator(ckpt, size=size, channel_multiplier=channel_multiplier)
         psp = ckpt_io.load_psp(psp_encoder, g.generator.n_latent) if psp_encoder else None
         model = cls(g.generator, psp, g.latent_avg, g.truncation)

@@ -46,6 +46,19 @@ def make_checkpoints(out: Path, size: int = 256, seed: int = 0) -> types.SimpleN
     return types.SimpleNamespace(blendgan=out / "blendgan.pt", psp=out / "psp_encoder.pt", dir=out)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def offline_by_default():
+    """Tests never reach the internet: missing default weights are not downloaded (the
+    download tests pass ``offline=False`` with a local mirror).  Subprocesses inherit it."""
+    saved = os.environ.get("BLENDGAN_OFFLINE")
+    os.environ["BLENDGAN_OFFLINE"] = "1"
+    yield
+    if saved is None:
+        os.environ.pop("BLENDGAN_OFFLINE", None)
+    else:
+        os.environ["BLENDGAN_OFFLINE"] = saved
+
+
 @pytest.fixture(scope="session")
 def golden() -> dict:
     """The official outputs for the 256px seed-0 checkpoints (``open_256.pt``)."""

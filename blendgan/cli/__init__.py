@@ -1,9 +1,9 @@
 """The ``blendgan`` command line: the only code that parses arguments.
 
 Each command is a :class:`~blendgan.cli.base.Command` that registers its own parser and
-calls the library with typed arguments: :mod:`.jobs` (pairs, transfer, video), :mod:`.sheet`, :mod:`.align`,
-:mod:`.info` (info, download), :mod:`.web`, :mod:`.train` (train, train-style-encoder);
-:mod:`.official` holds the drop-in scripts' flag sets.
+calls the library with typed arguments: :mod:`.jobs` (pairs, transfer, video), :mod:`.sheet`,
+:mod:`.align`, :mod:`.info` (info, download), :mod:`.export`, :mod:`.web`, :mod:`.train` (train,
+train-style-encoder); :mod:`.official` holds the drop-in scripts' flag sets.
 """
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import sys
 from .. import __version__
 from .align import AlignCommand
 from .base import Command, quiet_output, run, setup_logging, sigterm_as_interrupt
+from .export import ExportCommand
 from .info import DownloadCommand, InfoCommand
 from .jobs import PairsCommand, TransferCommand, VideoCommand
 from .sheet import SheetCommand
@@ -21,7 +22,7 @@ from .web import WebCommand
 
 #: the subcommands, in the order of ``blendgan --help``
 COMMANDS: tuple[type[Command], ...] = (PairsCommand, TransferCommand, VideoCommand, SheetCommand, AlignCommand,
-                                       InfoCommand, DownloadCommand, WebCommand, TrainCommand,
+                                       InfoCommand, DownloadCommand, ExportCommand, WebCommand, TrainCommand,
                                        TrainStyleEncoderCommand)
 
 

@@ -184,6 +184,14 @@ def add_control_flags(p: argparse.ArgumentParser) -> None:
                    help="keep the face's colours (its fine layers, 64x64 and up, are not stylized)")
 
 
+def add_offline_flag(p: argparse.ArgumentParser) -> None:
+    """``--offline``: missing default weights are an error, not a download (None when not given:
+    ``BLENDGAN_OFFLINE`` decides)."""
+    p.add_argument("--offline", action="store_true", default=None,
+                   help=f"never download: missing default weights are an error (also {defaults.ENV_OFFLINE}=1); "
+                        f"without it, missing {defaults.WEIGHTS_DIR}/*.pt are downloaded first")
+
+
 def add_model_flags(p: argparse.ArgumentParser, psp: bool) -> None:
     p.add_argument("--ckpt", default=defaults.CKPT, help="BlendGAN checkpoint (default %(default)s)")
     if psp:
@@ -192,6 +200,7 @@ def add_model_flags(p: argparse.ArgumentParser, psp: bool) -> None:
     p.add_argument("--size", type=int, default=None, help="checked against the checkpoint (inferred when omitted)")
     p.add_argument("--channel-multiplier", "--channel_multiplier", dest="channel_multiplier", type=int,
                    default=None, help="checked against the checkpoint (inferred when omitted)")
+    add_offline_flag(p)
 
 
 def add_index_flag(p: argparse.ArgumentParser, default: int, snake_only: bool = False) -> None:
@@ -222,7 +231,7 @@ def check_paths(a: argparse.Namespace) -> None:
         for path in paths if isinstance(paths, list) else [paths]:
             if path and not Path(path).exists():
                 raise UsageError(f"{path}: no such file or directory")
-    if isinstance(getattr(a, "strength", None), list):
+    if isinstance(getattr(a, "strength", None), list) and Path(a.ckpt).exists():  # (else it is downloaded first)
         n_latent = generator_config(a.ckpt).n_latent
         if len(a.strength) != n_latent:
             raise UsageError(f"--strength: {a.ckpt} has {n_latent} W+ layers, so a list needs {n_latent} values, "

@@ -27,13 +27,17 @@ class InfoCommand(Command):
         import cv2
         import numpy
         import torch
-        import torchvision
+        try:  # only reported here: a torchvision built for another torch must not stop `info`
+            import torchvision
+            vision = torchvision.__version__
+        except Exception as exc:  # noqa: BLE001 (its C++ ops fail to register in many ways)
+            vision = f"unusable ({type(exc).__name__})"
 
         from ..io import video_backend
         from ..ops import backend_info, cpu_backend_info
         from ..runtime import resolve_device
         print(f"blendgan {__version__}  python {platform.python_version()}  torch {torch.__version__}  "
-              f"torchvision {torchvision.__version__}  numpy {numpy.__version__}  opencv {cv2.__version__}")
+              f"torchvision {vision}  numpy {numpy.__version__}  opencv {cv2.__version__}")
         cuda = (f"CUDA {torch.version.cuda}, {torch.cuda.device_count()} device(s): "
                 + ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
                 if torch.cuda.is_available() else f"no CUDA device (torch built with CUDA {torch.version.cuda})")
@@ -68,9 +72,17 @@ class DownloadCommand(Command):
         p.add_argument("--files", nargs="+", default=["blendgan", "psp_encoder"],
                        choices=["blendgan", "psp_encoder", "style_encoder"], help="which files (default: %(default)s)")
         p.add_argument("--overwrite", action="store_true", help="fetch again even if present and valid")
+        p.add_argument("--from", dest="source", metavar="DIR_OR_URL", default=None,
+                       help="a mirror to take the files from instead of Google Drive: a folder or an http(s) URL "
+                            f"holding them under their names (default: ${defaults.ENV_MIRROR} when set)")
+        p.add_argument("--quiet", action="store_true", help="no progress bars")
 
     def run(self, a: argparse.Namespace) -> int:
+        import os
+
         from ..download import download
-        for path in download(a.dir, names=tuple(a.files), overwrite=a.overwrite):
+        source = a.source or os.environ.get(defaults.ENV_MIRROR) or None
+        for path in download(a.dir, names=tuple(a.files), overwrite=a.overwrite, source=source,
+                             progress=not a.quiet):
             print(printable(str(path)))
         return 0

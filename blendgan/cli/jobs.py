@@ -18,11 +18,13 @@ log = logging.getLogger("blendgan")
 
 
 def open_model(ckpt: str, psp_encoder: str | None, device, size: int | None = None,
-               channel_multiplier: int | None = None, precision: str = "fp32", compile: bool = False) -> BlendGAN:
-    """Load the model for a job, with this process's backend switches set for ``precision``."""
+               channel_multiplier: int | None = None, precision: str = "fp32", compile: bool = False,
+               offline: bool | None = None) -> BlendGAN:
+    """Load the model for a job, with this process's backend switches set for ``precision``
+    (missing default weights are downloaded first unless ``offline``)."""
     configure_backends(precision)
     model = BlendGAN.from_pretrained(ckpt, psp_encoder=psp_encoder, device=device, size=size,
-                                     channel_multiplier=channel_multiplier, dtype=precision)
+                                     channel_multiplier=channel_multiplier, dtype=precision, offline=offline)
     log.info("loaded %s (%dpx) on %s%s", ckpt, model.size, model.device,
              f" with pSp {psp_encoder}" if psp_encoder else "")
     return model.compile_synthesis() if compile else model
@@ -36,7 +38,7 @@ def controls(a: argparse.Namespace) -> dict:
 
 def _open(a: argparse.Namespace, device, psp: bool = True) -> BlendGAN:
     return open_model(a.ckpt, a.psp_encoder if psp else None, device, a.size, a.channel_multiplier, a.precision,
-                      a.compile)
+                      a.compile, getattr(a, "offline", None))
 
 
 class PairsCommand(Command):

@@ -46,6 +46,7 @@ def _parser(description: str, seed: bool = True, images: bool = True) -> Officia
                         help="inferred from the checkpoint, checked when given (official default 2)")
     p.official_argument("--outdir", type=str, default="", help="output folder (default: current folder)")
     A.add_runtime_flags(p, snake=True, seed=seed, images=images)
+    A.add_offline_flag(p)
     return p
 
 

@@ -66,7 +66,7 @@ class SheetCommand(Command):
             return finish(JobReport(skipped=[out]), out)
         with process_group(a.device) as env:
             model = open_model(a.ckpt, a.psp_encoder, env.device, a.size, a.channel_multiplier, a.precision,
-                               a.compile)
+                               a.compile, a.offline)
             setting = Controls(add_weight_index=a.add_weight_index, **controls(a))
             report = run_sheet(model, a.input_img_path, a.style_img_path, out, setting=setting, sweep=a.sweep,
                                align=a.align, cache_dir=a.cache_dir, cell_size=a.cell_size,

@@ -20,7 +20,9 @@ same computation in PyTorch ops, where it cannot be built or ``BLENDGAN_OPS=ref`
 """
 from __future__ import annotations
 
-from typing import Callable
+import threading
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 import torch
 
@@ -119,16 +121,36 @@ class TransformedWeight:
         self._version = -1
 
 
-def supports(x: torch.Tensor) -> bool:
-    """Whether :func:`conv3x3` takes ``x``: a float32 CPU tensor [N, C, H, W] with H and W
-    multiples of 4."""
+_switch = threading.local()
+
+
+@contextmanager
+def direct_convolutions() -> Iterator[None]:
+    """Within (in this thread): the layers take their direct, plain-PyTorch convolutions, as
+    :func:`supports` answers False.  For tracing graphs that must hold standard operators
+    only (ONNX export); nests."""
+    depth = getattr(_switch, "depth", 0)
+    _switch.depth = depth + 1
+    try:
+        yield
+    finally:
+        _switch.depth = depth
+
+
+def _fits(x: torch.Tensor) -> bool:
     return (x.device.type == "cpu" and x.dtype == torch.float32 and x.ndim == 4
             and x.shape[2] % TILE == 0 and x.shape[3] % TILE == 0)
 
 
+def supports(x: torch.Tensor) -> bool:
+    """Whether the layers take the Winograd path for ``x``: a float32 CPU tensor
+    [N, C, H, W] with H and W multiples of 4, outside :func:`direct_convolutions`."""
+    return not getattr(_switch, "depth", 0) and _fits(x)
+
+
 def _check(x: torch.Tensor, weight_t: torch.Tensor, noise: torch.Tensor | None, up: int) -> tuple[int, int]:
     """Validate the arguments of :func:`conv3x3`; returns (C_out, tile rows per band)."""
-    if not supports(x):
+    if not _fits(x):
         raise ValueError(f"conv3x3 needs a float32 CPU tensor [N, C, H, W] with H, W multiples of {TILE}, "
                          f"got {x.dtype} {tuple(x.shape)} on {x.device}")
     if up not in (1, 2):

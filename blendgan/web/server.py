@@ -27,17 +27,18 @@ def launch_kwargs(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, max_file_s
 
 def launch(ckpt: str | os.PathLike = defaults.CKPT, psp_encoder: str | os.PathLike | None = defaults.PSP_ENCODER,
            host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, device: str | torch.device | None = "auto", *,
-           block: bool = True, quiet: bool = False, **build_kwargs):
+           block: bool = True, quiet: bool = False, offline: bool | None = None, **build_kwargs):
     """Load the checkpoints and serve the demo on ``http://host:port``.
 
     ``block``: serve until Ctrl-C (the CLI); False returns the running ``gradio.Blocks``
     (stop it with ``demo.close(); demo.studio.close()``).  ``psp_encoder=None`` serves random faces only.  Raises
     :class:`blendgan.errors.DependencyError` without Gradio and ``blendgan.CheckpointError`` for a bad
-    checkpoint.  Analytics are disabled on the Blocks itself; no environment variable is
+    checkpoint.  Missing default weights are downloaded first unless ``offline`` (see
+    ``BlendGAN.from_pretrained``).  Analytics are disabled on the Blocks itself; no environment variable is
     read or set.
     """
     import_gradio()  # fail before loading the weights
-    model = BlendGAN.from_pretrained(ckpt, psp_encoder=psp_encoder, device=device)
+    model = BlendGAN.from_pretrained(ckpt, psp_encoder=psp_encoder, device=device, offline=offline)
     demo = build_app(model, **build_kwargs)
     if host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("serving on %s: anyone who can reach this address can use the demo", host)
