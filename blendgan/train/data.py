@@ -121,18 +121,13 @@ def _list(root: Path, name: str) -> list[Path]:
 
 def build_cache(files: Sequence[Path], size: int, path: Path, workers: int) -> None:
     """Decode every image into ``path`` (a [N, size, size, 3] uint8 .npy), written atomically."""
-    tmp = io.temp_beside(path)
-    try:
+    with io.atomic_path(path) as tmp:
         arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(files), size, size, 3))
         with ThreadPoolExecutor(max(1, workers), thread_name_prefix="cache") as pool:
             for i, img in enumerate(pool.map(lambda f: load_square(f, size), files)):
                 arr[i] = img
         arr.flush()
-        del arr
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+        del arr  # close the map before the file is renamed
 
 
 def open_source(root: str | os.PathLike, size: int, name: str, cache_dir: str | os.PathLike | None,
