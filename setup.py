@@ -24,6 +24,8 @@ EXTRAS = {
     "align": ["dlib-bin>=19.24", "face-recognition-models>=0.3"],
     "web": ["gradio>=6.31,<7"],
     "train": ["tensorboard>=2.10"],
+    "eval": ["torch-fidelity>=0.3", "scipy>=1.7"],              # blendgan eval: Inception FID/KID
+    "proof": ["scikit-learn>=1.1"],                            # tools/proof_of_learning.py: the bundled digits
     # skimage ships the public-domain test photos; playwright drives Debian's chromium in the web test
     "test": ["pytest>=7.0", "scikit-image>=0.19", "playwright>=1.40"],
 }

@@ -2,7 +2,7 @@
 
 Each command is a :class:`~blendgan.cli.base.Command` that registers its own parser and
 calls the library with typed arguments: :mod:`.jobs` (pairs, transfer, video), :mod:`.align`,
-:mod:`.info` (info, download), :mod:`.web`, :mod:`.train` (train, train-style-encoder);
+:mod:`.info` (info, download), :mod:`.web`, :mod:`.train` (train, train-style-encoder), :mod:`.eval`;
 :mod:`.official` holds the drop-in scripts' flag sets.
 """
 from __future__ import annotations
@@ -12,6 +12,7 @@ import sys
 
 from .. import __version__
 from .align import AlignCommand
+from .eval import EvalCommand
 from .base import Command, run, setup_logging, sigterm_as_interrupt
 from .info import DownloadCommand, InfoCommand
 from .jobs import PairsCommand, TransferCommand, VideoCommand
@@ -20,7 +21,8 @@ from .web import WebCommand
 
 #: the subcommands, in the order of ``blendgan --help``
 COMMANDS: tuple[type[Command], ...] = (PairsCommand, TransferCommand, VideoCommand, AlignCommand, InfoCommand,
-                                       DownloadCommand, WebCommand, TrainCommand, TrainStyleEncoderCommand)
+                                       DownloadCommand, WebCommand, TrainCommand, TrainStyleEncoderCommand,
+                                       EvalCommand)
 
 
 def build_parser() -> argparse.ArgumentParser:
