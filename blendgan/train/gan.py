@@ -192,9 +192,11 @@ class GANTrainer(TrainingLoop):
         self.g_ema.eval().requires_grad_(False)
         self.encoder.eval().requires_grad_(False)
 
-        self.g_optim = torch.optim.Adam(self.g.parameters())
+        # foreach: one multi-tensor update instead of a loop over the tensors (the same numbers,
+        # 2-3x faster on CPUs, where torch's default is the loop)
+        self.g_optim = torch.optim.Adam(self.g.parameters(), foreach=True)
         d_params = [p for d in (self.d_face, self.d_style, self.d_proj) for p in d.parameters()]
-        self.d_optim = torch.optim.Adam(d_params)
+        self.d_optim = torch.optim.Adam(d_params, foreach=True)
         self._set_hyperparameters()
         self.g_scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.d_scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
@@ -276,6 +278,7 @@ class GANTrainer(TrainingLoop):
         for optim, ratio in ((self.g_optim, g_ratio), (self.d_optim, d_ratio)):
             for group in optim.param_groups:
                 group["lr"], group["betas"] = c.lr * ratio, (0.0, 0.99 ** ratio)
+                group["foreach"] = True  # also for checkpoints written before it was
 
     def _load_state(self, saved: dict) -> None:
         env = self.env
@@ -304,7 +307,7 @@ class GANTrainer(TrainingLoop):
             g.manual_seed(derive_seed(self.config.seed, name, self.env.rank, "step", self.step))
 
     # -- random draws ------------------------------------------------------------------------------
-    def _latents(self, b: int, stylized: bool):
+    def latents(self, b: int, stylized: bool):
         """z1, z2 [b, D], cross [b], noise maps for 2b (b) images, from the latent stream."""
         gen, dev, c = self.gens["latent"], self.env.device, self.config
         n_latent = self.g.n_latent
@@ -316,7 +319,7 @@ class GANTrainer(TrainingLoop):
         noise = self.g.random_noise(2 * b if stylized else b, gen)
         return z1, z2, cross, noise
 
-    def _mismatched(self, idx: np.ndarray) -> torch.Tensor:
+    def mismatched(self, idx: np.ndarray) -> torch.Tensor:
         """Style codes of other artworks than ``idx`` (one each): [B, D]."""
         n = len(self.styles)
         if n < 2:
@@ -337,7 +340,7 @@ class GANTrainer(TrainingLoop):
         real_face = random_flip(to_float(face_b.images, dev), self.gens["aug"]) if c.flip else to_float(face_b.images, dev)
         real_art = random_flip(to_float(style_b.images, dev), self.gens["aug"]) if c.flip else to_float(style_b.images, dev)
         e = self.embeds[torch.as_tensor(style_b.indices, device=dev)]
-        e_mis = self._mismatched(style_b.indices) if c.mismatch_weight > 0 else None
+        e_mis = self.mismatched(style_b.indices) if c.mismatch_weight > 0 else None
         b = real_face.shape[0]
         ds = (self.d_face, self.d_style, self.d_proj)
 
@@ -346,13 +349,17 @@ class GANTrainer(TrainingLoop):
         for d in ds:
             requires_grad(d, True)
         with torch.no_grad():
-            z1, z2, cross, noise = self._latents(b, True)
+            z1, z2, cross, noise = self.latents(b, True)
             fake, _ = self.gstep(z1, z2, cross, e, noise)
         with self._autocast():
             f_real, f_fake = self.d_face_ddp(real_face), self.d_face_ddp(fake[:b])
             s_real, s_fake = self.d_style_ddp(real_art), self.d_style_ddp(fake[b:])
-            p_real, p_fake = self.d_proj_ddp(real_art, e), self.d_proj_ddp(fake[b:], e)
-            p_mis = self.d_proj_ddp(real_art, e_mis) if e_mis is not None else None
+            # the artworks' trunk features serve their own codes and the mismatched ones (one pass)
+            if e_mis is not None:
+                p_real, p_mis = self.d_proj_ddp(real_art, e, e_mis)
+            else:
+                p_real, p_mis = self.d_proj_ddp(real_art, e), None
+            p_fake = self.d_proj_ddp(fake[b:], e)
         d_face_loss = losses.d_logistic(f_real, f_fake)
         d_style_loss = losses.d_logistic(s_real, s_fake)
         d_proj_loss = losses.d_logistic(p_real, p_fake)
@@ -387,7 +394,7 @@ class GANTrainer(TrainingLoop):
         requires_grad(self.g, True)
         for d in ds:
             requires_grad(d, False)
-        z1, z2, cross, noise = self._latents(b, True)
+        z1, z2, cross, noise = self.latents(b, True)
         fake, _ = self.gstep_ddp(z1, z2, cross, e, noise)  # G stays float32 (no clamping for fp16)
         with self._autocast():
             # the discriminators' own modules: no DDP bookkeeping for parameters without gradients
@@ -404,7 +411,7 @@ class GANTrainer(TrainingLoop):
 
         if c.path_regularize > 0 and self.step % c.g_reg_every == 0:
             pb = max(1, b // c.path_batch_shrink)
-            z1, z2, cross, noise = self._latents(pb, True)
+            z1, z2, cross, noise = self.latents(pb, True)
             img, w_plus = self.gstep_ddp(z1, z2, cross, e[:pb], noise)
             pl_penalty, pl_mean = losses.path_length_penalty(img, w_plus, self.pl_mean, c.pl_decay,
                                                               self.gens["latent"], env)
