@@ -28,6 +28,8 @@ EXTRAS = {
     "web": ["gradio>=6.31,<7"],
     "train": ["tensorboard>=2.10"],
     "export": ["onnx>=1.16", "onnxscript>=0.3", "onnxruntime>=1.18"],        # blendgan export, examples/onnx_stylize.py
+    "eval": ["torch-fidelity>=0.3", "scipy>=1.7"],              # blendgan eval: Inception FID/KID
+    "proof": ["scikit-learn>=1.1"],                            # tools/proof_of_learning.py: the bundled digits
     # skimage ships the public-domain test photos; playwright drives Debian's chromium in the web test
     # nbclient/nbformat/ipykernel run notebooks/blendgan.ipynb in the tests
     "test": ["pytest>=7.0", "scikit-image>=0.19", "playwright>=1.40", "nbclient>=0.7", "nbformat>=5.7",

@@ -7,6 +7,7 @@ Each test fails on the code before the hardening that it guards.
 from __future__ import annotations
 
 import errno
+import json
 import hashlib
 import os
 import shutil
@@ -428,3 +429,82 @@ def test_quiet_silences_c_libraries_and_python_warnings(golden_ckpts, folders, c
     (faces / "broken.png").write_bytes(b"\x89PNG broken")
     assert main([*args, "--outdir", str(faces.parent / "quiet"), "--quiet"]) == 1
     assert capfd.readouterr().err.strip().startswith("failed: ")  # errors still show, one line each
+
+
+# -- training: bad data, damaged checkpoints, full disks, killed runs ---------------------------------------
+TINY_TRAIN = ["--size", "32", "--style-dim", "32", "--n-mlp", "2", "--channels", "32,32,16,16", "--batch", "2",
+              "--log-every", "1", "--d-reg-every", "2", "--g-reg-every", "2", "--style-pool", "64",
+              "--device", "cpu", "--quiet", "--workers", "2", "--tensorboard", "off", "--sample-every", "0"]
+
+
+@pytest.fixture
+def train_data(tmp_path):
+    faces, arts = tmp_path / "faces", tmp_path / "arts"
+    faces.mkdir()
+    arts.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(4):
+        io.write_image(faces / f"{i}.png", rng.integers(0, 256, (36, 36, 3), dtype=np.uint8))
+        io.write_image(arts / f"{i}.png", rng.integers(0, 256, (36, 36, 3), dtype=np.uint8))
+    return faces, arts
+
+
+def train(faces, arts, outdir, *extra) -> int:
+    return main(["train", "--faces", str(faces), "--styles", str(arts), "--outdir", str(outdir), *TINY_TRAIN,
+                 *extra])
+
+
+@pytest.mark.parametrize("cache", [False, True])
+def test_training_goes_on_past_unreadable_images_and_resumes(train_data, tmp_path, capsys, cache):
+    faces, arts = train_data
+    (faces / "4.png").write_bytes(png_claiming(40, 40)[:60])            # a header, then nothing
+    (faces / "5.jpg").write_bytes(b"not a jpeg at all")
+    (arts / "loop.png").symlink_to(arts / "loop.png")
+    loud = [a for a in TINY_TRAIN if a != "--quiet"]
+    extra = ["--cache", str(tmp_path / "cache")] if cache else []
+    assert main(["train", "--faces", str(faces), "--styles", str(arts), "--outdir", str(tmp_path / "run"), *loud,
+                 "--kimg", "0.008", "--save-every", "2", *extra]) == 0
+    err = capsys.readouterr().err
+    assert "4.png" in err and "5.jpg" in err and "the next image stands in" in err
+    assert "loop.png: skipped, is a symbolic link loop" in err
+    assert train(faces, arts, tmp_path / "run", "--resume", str(tmp_path / "run"), "--kimg", "0.012", *extra) == 0
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert log[-1]["step"] == 6
+
+
+def test_a_damaged_training_checkpoint_is_refused_in_one_line(train_data, tmp_path, capsys):
+    faces, arts = train_data
+    assert train(faces, arts, tmp_path / "run", "--kimg", "0.004") == 0
+    latest = tmp_path / "run" / "checkpoints" / "latest.pt"
+    obj = torch.load(latest, weights_only=True)
+    key = next(k for k, v in obj["g"].items() if v.is_floating_point())
+    obj["g"][key] = torch.full_like(obj["g"][key], float("nan"))
+    obj["pl_mean"] = obj["pl_mean"]
+    torch.save(obj, tmp_path / "nan.pt")
+    capsys.readouterr()
+    assert train(faces, arts, tmp_path / "run2", "--resume", str(tmp_path / "nan.pt")) == 2
+    err = capsys.readouterr().err.strip()
+    assert one_line(err) and f"'g'.{key}" in err and "NaN or infinite" in err
+    obj = torch.load(latest, weights_only=True)
+    obj["pl_mean"] = float("inf")
+    torch.save(obj, tmp_path / "inf.pt")
+    assert train(faces, arts, tmp_path / "run3", "--resume", str(tmp_path / "inf.pt")) == 2
+    assert "'pl_mean' holds NaN or infinite" in capsys.readouterr().err
+
+
+def test_training_on_a_full_disk_stops_with_one_line(train_data, tiny_disk, capsys):
+    faces, arts = train_data
+    capsys.readouterr()
+    assert train(faces, arts, tiny_disk / "run", "--kimg", "0.004") == 2
+    err = capsys.readouterr().err.strip()
+    assert one_line(err) and "No space left on device" in err and "checkpoints" in err
+    assert not list((tiny_disk / "run" / "checkpoints").glob(".blendgan-*"))
+
+
+def test_a_resume_sweeps_what_a_killed_run_left(train_data, tmp_path):
+    faces, arts = train_data
+    assert train(faces, arts, tmp_path / "run", "--kimg", "0.004") == 0
+    left = tmp_path / "run" / "checkpoints" / ".blendgan-deadbeef.part.pt"
+    left.write_bytes(bytes(1000))
+    assert train(faces, arts, tmp_path / "run", "--resume", str(tmp_path / "run"), "--kimg", "0.008") == 0
+    assert not left.exists()

@@ -7,6 +7,7 @@ VGG runs on 32-64 px inputs (``--style-pool``/``--pool``) to stay fast.
 """
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import json
 import math
@@ -28,12 +29,14 @@ from blendgan.models import Generator
 from blendgan.models.discriminator import Discriminator, ProjectionDiscriminator, minibatch_stddev
 from blendgan.cli import build_parser
 from blendgan.cli import main as train_main
+from blendgan.cli.train import TrainCommand, TrainStyleEncoderCommand, add_settings
 from blendgan.errors import TrainError
 from blendgan.runtime import DistEnv
-from blendgan.train import common as C
-from blendgan.train import gan
+from blendgan.train import GANConfig, StyleEncoderConfig, gan, modules, train_gan
+from blendgan.train.checkpoints import CheckpointWriter
 from blendgan.train.data import BatchLoader, IndexStream, ViewConfig, load_square, open_source, random_view
-from blendgan.train.style_encoder import nt_xent
+from blendgan.train.encoder_weights import assign_style_encoder, load_style_encoder_state
+from blendgan.train.losses import nt_xent
 
 ROOT = Path(__file__).resolve().parents[1]
 CHANNELS = {4: 32, 8: 32, 16: 16, 32: 16}
@@ -76,7 +79,8 @@ def data(tmp_path_factory):
 def train(data, outdir, *extra, callback=None) -> int:
     args = build_parser().parse_args(["train", "--faces", str(data.faces), "--styles", str(data.arts),
                                       "--cache", str(data.cache), "--outdir", str(outdir), *TINY, *extra])
-    return gan.run(args, callback=callback)
+    config, given = TrainCommand.settings(args)
+    return train_gan(config, given=given, callback=callback)
 
 
 def read_log(outdir) -> list[dict]:
@@ -239,7 +243,7 @@ def test_checkpoint_loads_into_blendgan(full_run, data):
 def test_blend_weights_learn_from_one():
     """add_weight starts at 1, where clamp has no gradient: training passes it straight through."""
     g = Generator(32, 32, 2, channels=CHANNELS, style_encoder=False)
-    step = gan.GeneratorStep(g)
+    step = modules.GeneratorStep(g)
     z = torch.randn(2, 32)
     img, w_plus = step(z, z, torch.full((2,), g.n_latent), torch.randn(2, 32), g.random_noise(4))
     assert img.shape == (4, 3, 32, 32) and w_plus.shape == (4, g.n_latent, 32)
@@ -248,7 +252,7 @@ def test_blend_weights_learn_from_one():
     assert g.add_weight.grad.abs().sum() > 0
     with torch.no_grad():
         g.add_weight.add_(0.5)
-    gan.project_add_weight(g)
+    modules.project_add_weight(g)
     assert torch.equal(g.add_weight, torch.ones_like(g.add_weight))
 
 
@@ -298,8 +302,27 @@ def test_resume_applies_changed_optimizer_flags_and_keeps_the_cache(full_run, da
     assert ck["args"]["cache"] == str(data.cache)
 
 
+def test_flags_come_from_the_config_and_only_given_ones_count():
+    args = build_parser().parse_args(["train", "--faces", "f", "--styles", "s", "--lr", "0.1", "--no-flip",
+                                      "--size", "1024"])
+    config, given = TrainCommand.settings(args)
+    assert given == {"faces", "styles", "lr", "flip", "size"}  # --size given at its default still counts
+    assert config == GANConfig(faces="f", styles="s", lr=0.1, flip=False)
+    args = build_parser().parse_args(["train-style-encoder", "--data", "d"])
+    config, given = TrainStyleEncoderCommand.settings(args)
+    assert given == {"data"} and config == StyleEncoderConfig(data="d") and config.batch == 32
+    with pytest.raises(RuntimeError, match="style_dim"):  # a setting left out of the layout is a bug
+        add_settings(argparse.ArgumentParser(), StyleEncoderConfig, ((None, ("data",)),))
+
+
+def test_config_json_records_the_settled_settings(full_run):
+    saved = json.loads((full_run.out / "config.json").read_text())
+    ck = torch.load(full_run.out / "checkpoints" / "latest.pt", map_location="cpu", weights_only=True)
+    assert saved.pop("kind") == "GANConfig" and saved == ck["args"]
+
+
 def test_checkpoint_pruning_orders_steps_numerically(tmp_path):
-    writer = C.CheckpointWriter(tmp_path, keep=2)
+    writer = CheckpointWriter(tmp_path, keep=2)
     for step in (998000, 999000, 1000000, 1001000):  # 1000000.pt sorts before 999000.pt by name
         writer.save({"step": step}, step)
     assert sorted(p.name for p in writer.dir.iterdir()) == ["1000000.pt", "1001000.pt", "latest.pt"]
@@ -344,7 +367,7 @@ def test_train_style_encoder_and_load_into_generator(encoder_run):
     g = Generator(32, 32, 2, channels=CHANNELS)
     g.embedder.load_state_dict(ck["style_encoder"])  # the generator's embedder.* keys
     assert torch.equal(g.state_dict()["embedder.embedder_mlp.3.weight"], ck["style_encoder"]["embedder_mlp.3.weight"])
-    assert set(C.load_style_encoder_state(out / "checkpoints" / "latest.pt")) == set(ck["style_encoder"])
+    assert set(load_style_encoder_state(out / "checkpoints" / "latest.pt")) == set(ck["style_encoder"])
 
 
 def test_style_encoder_resume_continues(encoder_run, data, tmp_path):
@@ -430,16 +453,16 @@ def test_style_encoder_weights_from_other_layouts(full_run, tmp_path):
     tv = {f"features.{k}": v for k, v in vgg.state_dict().items()}
     tv["classifier.0.weight"] = torch.zeros(2, 2)
     torch.save(tv, tmp_path / "vgg19.pth")
-    sd = C.load_style_encoder_state(tmp_path / "vgg19.pth")
+    sd = load_style_encoder_state(tmp_path / "vgg19.pth")
     enc = StyleEncoder(style_dim=32)
-    has_vgg, has_mlp = C.assign_style_encoder(enc, sd, "vgg19.pth", need_mlp=False)
+    has_vgg, has_mlp = assign_style_encoder(enc, sd, "vgg19.pth", need_mlp=False)
     assert (has_vgg, has_mlp) == (True, False)
     assert torch.equal(enc.embedder.feature_extractor.vgg_layers[34].weight, vgg[34].weight)
     # a generator checkpoint (g_ema with embedder.*), e.g. ours or the official blendgan.pt
-    sd = C.load_style_encoder_state(full_run.out / "checkpoints" / "latest.pt")
-    assert C.assign_style_encoder(enc, sd, "latest.pt", need_mlp=True) == (True, True)
+    sd = load_style_encoder_state(full_run.out / "checkpoints" / "latest.pt")
+    assert assign_style_encoder(enc, sd, "latest.pt", need_mlp=True) == (True, True)
     with pytest.raises(TrainError, match="style-dim"):
-        C.assign_style_encoder(StyleEncoder(style_dim=16), sd, "latest.pt", need_mlp=True)
+        assign_style_encoder(StyleEncoder(style_dim=16), sd, "latest.pt", need_mlp=True)
     torch.save({"x": torch.zeros(1)}, tmp_path / "junk.pt")
     with pytest.raises(TrainError, match="no style-encoder weights"):
-        C.load_style_encoder_state(tmp_path / "junk.pt")
+        load_style_encoder_state(tmp_path / "junk.pt")

@@ -3,7 +3,7 @@
 Each command is a :class:`~blendgan.cli.base.Command` that registers its own parser and
 calls the library with typed arguments: :mod:`.jobs` (pairs, transfer, video), :mod:`.sheet`,
 :mod:`.align`, :mod:`.info` (info, download), :mod:`.export`, :mod:`.web`, :mod:`.train` (train,
-train-style-encoder); :mod:`.official` holds the drop-in scripts' flag sets.
+train-style-encoder), :mod:`.eval`; :mod:`.official` holds the drop-in scripts' flag sets.
 """
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import sys
 from .. import __version__
 from .align import AlignCommand
 from .base import Command, quiet_output, run, setup_logging, sigterm_as_interrupt
+from .eval import EvalCommand
 from .export import ExportCommand
 from .info import DownloadCommand, InfoCommand
 from .jobs import PairsCommand, TransferCommand, VideoCommand
@@ -23,7 +24,7 @@ from .web import WebCommand
 #: the subcommands, in the order of ``blendgan --help``
 COMMANDS: tuple[type[Command], ...] = (PairsCommand, TransferCommand, VideoCommand, SheetCommand, AlignCommand,
                                        InfoCommand, DownloadCommand, ExportCommand, WebCommand, TrainCommand,
-                                       TrainStyleEncoderCommand)
+                                       TrainStyleEncoderCommand, EvalCommand)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,159 +1,129 @@
-"""``blendgan train`` and ``blendgan train-style-encoder`` (:mod:`blendgan.train`)."""
+"""``blendgan train`` and ``blendgan train-style-encoder`` (:mod:`blendgan.train`).
+
+The flags, their types, defaults and help come from the settings dataclasses of
+:mod:`blendgan.train.config`; this module only lays them out in groups.  The parsers take
+``argument_default=SUPPRESS``, so the namespace holds exactly the flags given on the command
+line: those are the settings passed as ``given`` (on ``--resume`` the others take the
+checkpoint's values), and the dataclass fills in the rest.
+"""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
-from ..models.style_encoder import STYLE_POOL
-from ..train import gan, style_encoder
+from ..train import GANConfig, StyleEncoderConfig, train_gan, train_style_encoder
+from ..train.config import RunConfig
 from .base import Command
 
+#: the flags of both commands, in the order ``--help`` lists them
+RUN_FLAGS = ("outdir", "resume", "cache", "workers", "seed", "device", "save_every", "keep", "log_every",
+             "tensorboard", "quiet")
 
-def _explicit_action(base: type) -> type:
-    def __call__(self, parser, namespace, values, option_string=None):
-        base.__call__(self, parser, namespace, values, option_string)
-        given = set(getattr(namespace, "_explicit", ()) or ())
-        given.add(self.dest)
-        setattr(namespace, "_explicit", given)
-    return type(f"Explicit{base.__name__}", (base,), {"__call__": __call__})
+#: ``train``'s flag groups: (title, settings)
+GAN_LAYOUT = (
+    ("data", ("faces", "styles", "style_encoder", "style_pool", "flip")),
+    ("architecture (taken from the checkpoint on --resume, from --init when given)",
+     ("size", "style_dim", "n_mlp", "channel_multiplier", "channels", "init")),
+    ("optimisation", ("batch", "kimg", "lr", "r1", "d_reg_every", "path_regularize", "g_reg_every",
+                      "path_batch_shrink", "pl_decay", "mixing", "ema_kimg", "face_weight", "style_weight",
+                      "proj_weight", "mismatch_weight", "fp16")),
+    ("run", RUN_FLAGS + ("sample_every", "n_sample", "n_sample_styles")),
+)
 
+#: ``train-style-encoder``'s flags (one group)
+STYLE_ENCODER_LAYOUT = (
+    (None, ("data", "size", "load_size", "style_dim", "vgg", "init", "batch", "lr", "temperature", "steps", "kimg",
+            "crop_scale", "rotate", "perspective", "pool") + RUN_FLAGS),
+)
 
-def track_explicit(parser: argparse.ArgumentParser) -> None:
-    """Make ``parser`` record the flags given on the command line in ``namespace._explicit``.
-
-    Call before adding arguments.  On ``--resume``, flags not given take the checkpoint's values.
-    """
-    store = _explicit_action(argparse._StoreAction)
-    parser.register("action", None, store)
-    parser.register("action", "store", store)
-    parser.register("action", "store_true", _explicit_action(argparse._StoreTrueAction))
-    parser.register("action", "store_false", _explicit_action(argparse._StoreFalseAction))
-
-
-
-def add_common_flags(p) -> None:
-    """Flags both training commands share."""
-    p.add_argument("--outdir", default=None,
-                   help="run folder: checkpoints/, log.jsonl, samples/, tb/ (default with --resume: its run folder)")
-    p.add_argument("--resume", default=None, metavar="PATH",
-                   help="continue from a checkpoint file or run folder (its checkpoints/latest.pt)")
-    p.add_argument("--cache", default=None, metavar="DIR",
-                   help="keep the resized dataset as memory-mapped uint8 .npy files here (built once)")
-    p.add_argument("--workers", type=int, default=4, help="threads decoding/augmenting images (default %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="base seed of every random stream (default %(default)s)")
-    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
-    p.add_argument("--save-every", type=int, default=1000, help="checkpoint every N steps (default %(default)s)")
-    p.add_argument("--keep", type=int, default=3, help="step checkpoints kept, 0 = all (default %(default)s)")
-    p.add_argument("--log-every", type=int, default=10, help="log losses every N steps (default %(default)s)")
-    p.add_argument("--tensorboard", choices=("auto", "on", "off"), default="auto",
-                   help="TensorBoard scalars in OUTDIR/tb (auto: when the package is installed)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+SCALARS = {"int": int, "float": float, "str": str, "bool": bool}
 
 
-def add_gan_parser(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(
-        "train", help="train BlendGAN (StyleGAN2 + style branch + WBM) on faces and artworks",
-        description="Train the BlendGAN generator with face, style and projection discriminators. "
-                    "Checkpoints in OUTDIR/checkpoints/ load with BlendGAN.from_pretrained and every "
-                    "blendgan command. Several processes: torchrun --nproc_per_node N -m blendgan train ... "
-                    "On --resume, flags not given take the checkpoint's values.")
-    track_explicit(p)
-    g = p.add_argument_group("data")
-    g.add_argument("--faces", default=None, help="folder of aligned face images")
-    g.add_argument("--styles", default=None, help="folder of aligned artistic face images (artworks)")
-    g.add_argument("--style-encoder", default=None, metavar="PATH",
-                   help="frozen style encoder: train-style-encoder output, blendgan.pt or style_encoder.pt "
-                        "(default: random, with a warning)")
-    g.add_argument("--style-pool", type=int, default=STYLE_POOL,
-                   help="VGG input size for the style codes; 256 as at inference (smaller only for quick tests)")
-    g.add_argument("--no-flip", dest="flip", action="store_false", help="no random left-right mirroring of reals")
-    g = p.add_argument_group("architecture (taken from the checkpoint on --resume, from --init when given)")
-    g.add_argument("--size", type=int, default=1024, help="resolution (default %(default)s)")
-    g.add_argument("--style-dim", type=int, default=512, help="latent width (default %(default)s)")
-    g.add_argument("--n-mlp", type=int, default=8, help="layers of each mapping network (default %(default)s)")
-    g.add_argument("--channel-multiplier", type=int, default=2, help="config-F widths (default %(default)s)")
-    g.add_argument("--channels", default=None,
-                   help="explicit widths from 4px up, e.g. 32,32,16,16 for a tiny 32px model")
-    g.add_argument("--init", default=None, metavar="PATH",
-                   help="start from a checkpoint's weights (g_ema/g/d...: e.g. blendgan.pt or a StyleGAN2 one)")
-    g = p.add_argument_group("optimisation")
-    g.add_argument("--batch", type=int, default=4, help="faces (and artworks) per process per step (default %(default)s)")
-    g.add_argument("--kimg", type=float, default=25000, help="budget in thousands of real faces shown (default %(default)s)")
-    g.add_argument("--lr", type=float, default=0.002, help="Adam learning rate (default %(default)s)")
-    g.add_argument("--r1", type=float, default=10.0, help="R1 gamma, 0 disables (default %(default)s)")
-    g.add_argument("--d-reg-every", type=int, default=16, help="lazy R1 interval (default %(default)s)")
-    g.add_argument("--path-regularize", type=float, default=2.0, help="path-length weight, 0 disables (default %(default)s)")
-    g.add_argument("--g-reg-every", type=int, default=4, help="lazy path-length interval (default %(default)s)")
-    g.add_argument("--path-batch-shrink", type=int, default=2, help="path-length batch divisor (default %(default)s)")
-    g.add_argument("--pl-decay", type=float, default=0.01, help="path-length mean decay (default %(default)s)")
-    g.add_argument("--mixing", type=float, default=0.9, help="style-mixing probability (default %(default)s)")
-    g.add_argument("--ema-kimg", type=float, default=10.0, help="g_ema half-life in kimg (default %(default)s)")
-    g.add_argument("--face-weight", type=float, default=1.0, help="weight of the face GAN loss (default %(default)s)")
-    g.add_argument("--style-weight", type=float, default=1.0, help="weight of the style GAN loss (default %(default)s)")
-    g.add_argument("--proj-weight", type=float, default=1.0,
-                   help="weight of the projection-discriminator loss (default %(default)s)")
-    g.add_argument("--mismatch-weight", type=float, default=1.0,
-                   help="weight of mismatched (artwork, other style code) negatives, 0 disables (default %(default)s)")
-    g.add_argument("--fp16", action="store_true", help="mixed precision for the discriminators (CUDA only)")
-    g = p.add_argument_group("run")
-    add_common_flags(g)
-    g.add_argument("--sample-every", type=int, default=500, help="sample grid every N steps, 0 = never (default %(default)s)")
-    g.add_argument("--n-sample", type=int, default=8, help="faces per sample grid row (default %(default)s)")
-    g.add_argument("--n-sample-styles", type=int, default=4, help="stylized rows per grid (default %(default)s)")
-    p.set_defaults(command=TrainCommand())
-    return p
+def value_type(hint: str) -> type:
+    """``'int'``, ``'float | None'`` ... (a field's annotation, a string under postponed
+    evaluation) -> the type a flag parses to."""
+    names = [part.strip() for part in str(hint).split("|") if part.strip() != "None"]
+    if len(names) != 1 or names[0] not in SCALARS:
+        raise TypeError(f"no flag type for a setting annotated {hint!r}")
+    return SCALARS[names[0]]
 
 
+def add_setting(container, f: dataclasses.Field) -> None:
+    """The flag of one settings field on ``container`` (a parser or an argument group)."""
+    meta = f.metadata
+    kind = value_type(f.type)
+    # argparse %-formats help texts: put the default in now and escape any other '%'
+    text = meta["help"].replace("%(default)s", "\0").replace("%", "%%").replace("\0", str(f.default))
+    kwargs: dict = {"dest": f.name, "help": text}
+    if kind is bool:
+        kwargs["action"] = "store_false" if meta.get("negate") else "store_true"
+    else:
+        kwargs["type"] = kind
+        for key in ("metavar", "choices"):
+            if key in meta:
+                kwargs[key] = meta[key]
+    container.add_argument(meta.get("flag", "--" + f.name.replace("_", "-")), **kwargs)
 
-def add_style_encoder_parser(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(
-        "train-style-encoder", help="contrastive (SimCLR) training of the Gram-matrix style encoder",
-        description="Self-supervised training of the style encoder on a folder of artworks. Output: "
-                    "OUTDIR/checkpoints/latest.pt with the 'style_encoder' weights (the generator's "
-                    "embedder.* keys), for `blendgan train --style-encoder`. On --resume, flags not given "
-                    "take the checkpoint's values.")
-    track_explicit(p)
-    p.add_argument("--data", default=None, help="folder of artworks (any size)")
-    p.add_argument("--size", type=int, default=256, help="view size in pixels (default %(default)s)")
-    p.add_argument("--load-size", type=int, default=None,
-                   help="images are loaded/cached at this square size before cropping (default: --size)")
-    p.add_argument("--style-dim", type=int, default=512, help="style code width (default %(default)s, the official)")
-    p.add_argument("--vgg", default=None, metavar="PATH",
-                   help="VGG19 weights: torchvision vgg19 state dict, blendgan.pt, or a style-encoder file")
-    p.add_argument("--init", default=None, metavar="PATH", help="start the MLP (and VGG) from this style encoder")
-    p.add_argument("--batch", type=int, default=32, help="artworks per process per step (default %(default)s)")
-    p.add_argument("--lr", type=float, default=2e-5,
-                   help="Adam learning rate (default %(default)s; the equalized-lr MLP on raw Gram vectors "
-                        "collapses to one code at GAN-like rates such as 0.002)")
-    p.add_argument("--temperature", type=float, default=0.2, help="NT-Xent temperature (default %(default)s)")
-    p.add_argument("--steps", type=int, default=20000, help="training steps (default %(default)s)")
-    p.add_argument("--kimg", type=float, default=None, help="budget in thousands of artworks (overrides --steps)")
-    p.add_argument("--crop-scale", type=float, default=0.3, help="smallest crop area fraction (default %(default)s)")
-    p.add_argument("--rotate", type=float, default=10.0, help="max rotation in degrees (default %(default)s)")
-    p.add_argument("--perspective", type=float, default=0.05, help="max corner shift, fraction (default %(default)s)")
-    p.add_argument("--pool", type=int, default=STYLE_POOL,
-                   help="VGG input size; 256 as at inference (smaller only for quick tests)")
-    add_common_flags(p)
-    p.set_defaults(command=TrainStyleEncoderCommand(), save_every=1000, log_every=10)
-    return p
+
+def add_settings(parser: argparse.ArgumentParser, cls: type[RunConfig], layout) -> None:
+    """Every field of ``cls`` as a flag, in ``layout``'s groups (a group titled None: the parser itself)."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    laid_out = [name for _, names in layout for name in names]
+    if sorted(laid_out) != sorted(fields):
+        raise RuntimeError(f"{cls.__name__}: the flag layout must name every setting once "
+                           f"(missing {sorted(set(fields) - set(laid_out))}, "
+                           f"unknown or repeated {sorted(set(laid_out) - set(fields)) or 'none'})")
+    for title, names in layout:
+        container = parser if title is None else parser.add_argument_group(title)
+        for name in names:
+            add_setting(container, fields[name])
+
+
+def settings(cls: type[RunConfig], args: argparse.Namespace):
+    """The config of the flags given in ``args`` (parsed with ``argument_default=SUPPRESS``), the
+    defaults for the others, and the names of those given."""
+    given = frozenset(name for name in cls.names() if hasattr(args, name))
+    return cls(**{name: getattr(args, name) for name in given}), given
 
 
 class TrainCommand(Command):
     name = "train"
+    help = "train BlendGAN (StyleGAN2 + style branch + WBM) on faces and artworks"
+    description = ("Train the BlendGAN generator with face, style and projection discriminators. "
+                   "Checkpoints in OUTDIR/checkpoints/ load with BlendGAN.from_pretrained and every "
+                   "blendgan command. Several processes: torchrun --nproc_per_node N -m blendgan train ... "
+                   "On --resume, flags not given take the checkpoint's values.")
+    config_class: type[RunConfig] = GANConfig
+    layout = GAN_LAYOUT
 
     @classmethod
     def register(cls, subparsers) -> argparse.ArgumentParser:
-        return add_gan_parser(subparsers)
+        p = subparsers.add_parser(cls.name, help=cls.help, description=cls.description,
+                                  argument_default=argparse.SUPPRESS)
+        add_settings(p, cls.config_class, cls.layout)
+        p.set_defaults(command=cls())
+        return p
+
+    @classmethod
+    def settings(cls, args: argparse.Namespace):
+        """(config, names of the settings given) from the parsed ``args``."""
+        return settings(cls.config_class, args)
 
     def run(self, args: argparse.Namespace) -> int:
-        return gan.run(args)
+        config, given = self.settings(args)
+        return train_gan(config, given=given)
 
 
-class TrainStyleEncoderCommand(Command):
+class TrainStyleEncoderCommand(TrainCommand):
     name = "train-style-encoder"
-
-    @classmethod
-    def register(cls, subparsers) -> argparse.ArgumentParser:
-        return add_style_encoder_parser(subparsers)
+    help = "contrastive (SimCLR) training of the Gram-matrix style encoder"
+    description = ("Self-supervised training of the style encoder on a folder of artworks. Output: "
+                   "OUTDIR/checkpoints/latest.pt with the 'style_encoder' weights (the generator's "
+                   "embedder.* keys), for `blendgan train --style-encoder`. On --resume, flags not given "
+                   "take the checkpoint's values.")
+    config_class = StyleEncoderConfig
+    layout = STYLE_ENCODER_LAYOUT
 
     def run(self, args: argparse.Namespace) -> int:
-        return style_encoder.run(args)
+        config, given = self.settings(args)
+        return train_style_encoder(config, given=given)

@@ -205,8 +205,18 @@ class ProjectionDiscriminator(Discriminator):
         """Image [N, 3, size, size] -> h [N, C4]: the last convolution's maps summed over space."""
         return self.trunk(x).sum((2, 3))
 
-    def forward(self, x: torch.Tensor, z_embed: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        if z_embed.ndim != 2 or z_embed.shape != (x.shape[0], self.style_dim):
-            raise ValueError(f"z_embed must be [{x.shape[0]}, {self.style_dim}], got {tuple(z_embed.shape)}")
+    def forward(self, x: torch.Tensor, z_embed: torch.Tensor,
+                z_other: torch.Tensor | None = None):  # type: ignore[override]
+        """Logits [N, 1] of the pairs (x, z_embed).  With ``z_other`` [N, style_dim]: the
+        logits of (x, z_embed) and of (x, z_other), from one pass of the trunk (training
+        judges each artwork with its own and with another artwork's code)."""
+        for z in (z_embed,) if z_other is None else (z_embed, z_other):
+            if z.ndim != 2 or z.shape != (x.shape[0], self.style_dim):
+                raise ValueError(f"z_embed must be [{x.shape[0]}, {self.style_dim}], got {tuple(z.shape)}")
         h = self.features(x)
+        logit = self.project(h, z_embed)
+        return logit if z_other is None else (logit, self.project(h, z_other))
+
+    def project(self, h: torch.Tensor, z_embed: torch.Tensor) -> torch.Tensor:
+        """Features h [N, C4] and codes [N, style_dim] -> logits l_out(h) + <l_style(e), h> [N, 1]."""
         return self.l_out(h) + (self.l_style(z_embed.to(h.dtype)) * h).sum(1, keepdim=True)

@@ -18,6 +18,7 @@ import hashlib
 import logging
 import math
 import os
+import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,6 +81,9 @@ class ImageSource:
         self.fingerprint = folder_fingerprint(self.files, size)
         self.workers = max(1, workers)
         self._pool: ThreadPoolExecutor | None = None
+        #: indices of files that could not be read (each reported once; a neighbour stands in)
+        self.unreadable: set[int] = set()
+        self._guard = threading.Lock()
 
     def __len__(self) -> int:
         return len(self.files)
@@ -88,8 +92,24 @@ class ImageSource:
     def cached(self) -> bool:
         return self.array is not None
 
-    def _decode(self, i: int) -> np.ndarray:
-        return load_square(self.files[i], self.size)
+    def decode(self, i: int) -> np.ndarray:
+        """Image ``i``; when it cannot be read (corrupt, removed, not a regular file ...) it is
+        reported once and the next readable image stands in, so that training goes on and a
+        resumed run reads exactly what the first one read."""
+        n = len(self.files)
+        for k in range(n):
+            j = (i + k) % n
+            if j in self.unreadable:
+                continue
+            try:
+                return load_square(self.files[j], self.size)
+            except io.ImageError as exc:
+                with self._guard:
+                    if j not in self.unreadable:
+                        self.unreadable.add(j)
+                        log.warning("%s; skipped, the next image stands in (%d unreadable in the %s dataset "
+                                    "so far)", exc, len(self.unreadable), self.name)
+        raise TrainError(f"{self.root}: no image of the {self.name} dataset can be read")
 
     def get(self, indices: Sequence[int]) -> np.ndarray:
         """uint8 [B, size, size, 3] for dataset ``indices``."""
@@ -101,7 +121,7 @@ class ImageSource:
             return out
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix=f"decode-{self.name}")
-        return np.stack(list(self._pool.map(self._decode, idx)))
+        return np.stack(list(self._pool.map(self.decode, idx)))
 
     def close(self) -> None:
         if self._pool is not None:
@@ -119,20 +139,21 @@ def _list(root: Path, name: str) -> list[Path]:
     return files
 
 
-def build_cache(files: Sequence[Path], size: int, path: Path, workers: int) -> None:
-    """Decode every image into ``path`` (a [N, size, size, 3] uint8 .npy), written atomically."""
-    tmp = io.temp_beside(path)
-    try:
-        arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(files), size, size, 3))
-        with ThreadPoolExecutor(max(1, workers), thread_name_prefix="cache") as pool:
-            for i, img in enumerate(pool.map(lambda f: load_square(f, size), files)):
+def build_cache(source: ImageSource, path: Path) -> None:
+    """Decode every image of ``source`` into ``path`` (a [N, size, size, 3] uint8 .npy), written
+    atomically.  The whole file is allocated first, so a disk too small fails at once with an
+    ``OSError`` (writing a memory map past the free space would kill the process)."""
+    shape = (len(source), source.size, source.size, 3)
+    with io.atomic_path(path) as tmp:
+        arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
+        with open(tmp, "r+b") as f:
+            if hasattr(os, "posix_fallocate"):
+                os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
+        with ThreadPoolExecutor(source.workers, thread_name_prefix="cache") as pool:
+            for i, img in enumerate(pool.map(source.decode, range(len(source)))):
                 arr[i] = img
         arr.flush()
-        del arr
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+        del arr  # close the map before the file is renamed
 
 
 def open_source(root: str | os.PathLike, size: int, name: str, cache_dir: str | os.PathLike | None,
@@ -147,11 +168,18 @@ def open_source(root: str | os.PathLike, size: int, name: str, cache_dir: str | 
         return ImageSource(root, size, name, None, workers, files)
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
+    source = ImageSource(root, size, name, None, workers, files)
     path = cache_dir / f"{name}-{size}px-{len(files)}-{folder_fingerprint(files, size)}.npy"
-    if not path.exists() and env.local_rank == 0:
+    if not io.is_done(path) and env.local_rank == 0:  # (a FIFO or a folder there is replaced)
         log.info("caching %d %s images at %dpx in %s", len(files), name, size, path)
-        build_cache(files, size, path, workers)
+        try:
+            build_cache(source, path)
+        except OSError as exc:  # a full or read-only disk: train without the cache
+            log.warning("%s: cannot write the dataset cache (%s); images are decoded as they are needed",
+                        path, exc.strerror or exc)
     env.barrier()
+    if not io.is_done(path):
+        return source
     arr = np.load(path, mmap_mode="r")
     if arr.shape != (len(files), size, size, 3) or arr.dtype != np.uint8:
         raise TrainError(f"{path}: cache has shape {arr.shape}, expected {(len(files), size, size, 3)}; delete it")
