@@ -105,9 +105,9 @@ def run_paste_back(model, input_dir: str | Path, style_dir: str | Path, outdir: 
         if len(done) < len(by_photo[f]):
             units.append((f, by_photo[f]))
 
-    # each needed style is embedded once
+    # each style of a photo with outputs to make is embedded once
     z_embed: dict[Path, torch.Tensor] = {}
-    needed = list(dict.fromkeys(s for _, outs in units for s, p in outs if p not in present))
+    needed = list(dict.fromkeys(s for _, outs in units for s, _ in outs))
     for s in tqdm(needed, desc="styles", unit="img", disable=not progress or len(needed) < 2):
         try:
             z_embed[s] = session.style(s).z_embed
@@ -131,11 +131,12 @@ def run_paste_back(model, input_dir: str | Path, style_dir: str | Path, outdir: 
                 bar.update(len(todo))
                 continue
             n = len(quads)
-            # batches of whole styles, fixed by the inputs (all the photo's styles, not those left)
+            # groups of whole styles fixed by the inputs (all the photo's styles, not those left):
+            # a group with an output to make is made whole, as in a fresh run
             per = max(1, batch_size // n)
             for sl in batches(len(outs), per):
-                group = [(s, p) for s, p in outs[sl] if p not in present and s in z_embed]
-                if not group:
+                group = [(s, p) for s, p in outs[sl] if s in z_embed]
+                if all(p in present for _, p in group):
                     continue
                 codes = torch.cat([z_embed[s] for s, _ in group]).repeat_interleave(n, dim=0)
                 parts = [io.to_uint8_async(images) for _, images in
@@ -151,8 +152,9 @@ def run_paste_back(model, input_dir: str | Path, style_dir: str | Path, outdir: 
             faces = np.concatenate([part() for part in parts])
             n = len(quads)
             for j, (_, p) in enumerate(group):
-                writer.submit(p, _write_pasted, p, rgb, faces[j * n:(j + 1) * n], quads, fmt)
-                bar.update(1)
+                if p not in present:
+                    writer.submit(p, _write_pasted, p, rgb, faces[j * n:(j + 1) * n], quads, fmt)
+                    bar.update(1)
     return report
 
 
