@@ -209,6 +209,22 @@ def test_job_all_faces_identity_and_fixed_batches(photo_dirs):
     assert (out / "a_photo_v_s2.png").read_bytes() == first
 
 
+def test_job_shards_write_what_one_process_writes(photo_dirs):
+    from blendgan.runtime import Shard
+    src, styles, out, faces = photo_dirs
+    for k in range(3):
+        io.write_image(src / f"e_more{k}.png", smooth_photo(seed=k + 1))
+    kw = dict(fmt="png", progress=False, aligner=KnownFaces(faces), all_faces=True)
+    one = jobs.run_paste_back(StandIn(), src, styles, out / "one", **kw)
+    parts = [jobs.run_paste_back(StandIn(), src, styles, out / "two", shard=Shard(r, 2), **kw) for r in (0, 1)]
+    assert len(one.written) == 8 and sorted(one.written) == sorted(p.parent.parent / "one" / p.name
+                                                                     for r in parts for p in r.written)
+    assert set(parts[0].written).isdisjoint(parts[1].written)
+    for p in one.written:
+        assert p.read_bytes() == (out / "two" / p.name).read_bytes()
+    assert len(one.failed) == 3 and sum(len(r.failed) for r in parts) == 3  # each bad photo reported once
+
+
 def test_job_needs_psp(photo_dirs):
     src, styles, out, faces = photo_dirs
     model = StandIn()

@@ -9,7 +9,6 @@ whole photo, the size of the input (as displayed: EXIF orientation applied on re
 """
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -26,8 +25,6 @@ from ..session import Session
 from ..synthesis import batches, transfer_batches
 from .report import BackgroundWriter, JobReport, fail, overlapped, writer_threads
 from .transfer import transfer_outputs
-
-log = logging.getLogger("blendgan")
 
 #: photos smaller than this a side are refused (dlib finds faces from about 40 px)
 MIN_PHOTO_SIDE = 32
