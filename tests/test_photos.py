@@ -53,6 +53,9 @@ class StandIn:
     def __init__(self, size=128, tint=None):
         self.size, self.tint, self.faces, self.batches = size, tint, 0, []
 
+    def state_dict(self):  # what tells one stand-in's outputs from another's
+        return {"tint": torch.tensor(self.tint or (0, 0, 0), dtype=torch.float32), "size": torch.tensor(self.size)}
+
     def embed_style(self, x):
         return torch.zeros(1, 512)
 
@@ -207,6 +210,20 @@ def test_job_all_faces_identity_and_fixed_batches(photo_dirs):
                             aligner=KnownFaces(faces))
     assert [p.name for p in r.written] == ["a_photo_v_s2.png"] and model.batches == [4]
     assert (out / "a_photo_v_s2.png").read_bytes() == first
+
+
+def test_job_refuses_a_folder_of_other_outputs(photo_dirs):
+    src, styles, out, faces = photo_dirs
+    kw = dict(fmt="png", progress=False, aligner=KnownFaces(faces))
+    assert jobs.run_paste_back(StandIn(), src / "a_photo.png", styles, out, **kw).written
+    with pytest.raises(UsageError, match="holds outputs made with other settings .*all_faces: False -> True"):
+        jobs.run_paste_back(StandIn(), src / "a_photo.png", styles, out, all_faces=True, **kw)
+    plain = out.parent / "plain"  # plain transfer outputs share the names: refused, not skipped
+    plain.mkdir()
+    jobs.report.claim_outdir(plain, "transfer", {})
+    (plain / "a_photo_v_s1.png").write_bytes(b"x")
+    with pytest.raises(UsageError, match="job: 'transfer' -> 'paste-back'"):
+        jobs.run_paste_back(StandIn(), src / "a_photo.png", styles, plain, **kw)
 
 
 def test_job_shards_write_what_one_process_writes(photo_dirs):

@@ -23,7 +23,7 @@ from ..errors import ImageError, NoFaceError, UsageError
 from ..runtime import Shard
 from ..session import Session
 from ..synthesis import batches, transfer_batches
-from .report import BackgroundWriter, JobReport, fail, overlapped, writer_threads
+from .report import BackgroundWriter, JobReport, claim_outdir, fail, model_tag, overlapped, writer_threads
 from .transfer import transfer_outputs
 
 #: photos smaller than this a side are refused (dlib finds faces from about 40 px)
@@ -83,6 +83,9 @@ def run_paste_back(model, input_dir: str | Path, style_dir: str | Path, outdir: 
         def encode(crop: np.ndarray, name: str) -> torch.Tensor:
             return session.face(crop, name).w_plus
     outdir = io.prepare_outdir(outdir)
+    claim_outdir(outdir, "paste-back", {"model": model_tag(model), "add_weight_index": add_weight_index,
+                                        "all_faces": all_faces, "strength": strength,
+                                        "preserve_color": preserve_color}, overwrite)
     report = JobReport()
     planned, clashes = transfer_outputs(photos, styles, outdir, fmt)
     for f, s, p in clashes if shard.rank == 0 else ():
