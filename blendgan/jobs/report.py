@@ -61,7 +61,7 @@ def write_failed(report: JobReport, path: Path, exc: OSError) -> None:
 
 
 #: The settings a folder's outputs were made with, written beside them (see :func:`claim_outdir`).
-SETTINGS_FILE = "blendgan_job.json"
+SETTINGS_FILE = ".blendgan-job.json"
 
 
 def model_tag(model) -> str:
