@@ -130,7 +130,7 @@ SCROLL_TO_RESULT = """
   const result = document.querySelector('#result-image'), button = document.querySelector('#generate');
   if (!result || !button || !result.querySelector('img')) return;
   const top = result.getBoundingClientRect().top, bottom = button.getBoundingClientRect().bottom;
-  if (top < 0 || bottom > window.innerHeight) result.scrollIntoView({block: 'start'});
+  if (top < 0 || bottom > window.innerHeight) window.scrollTo(0, window.scrollY + top - 8);
 }
 """
 
