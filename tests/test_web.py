@@ -1,14 +1,9 @@
-"""``blendgan web``: the demo's logic without a browser, then the page itself in Chromium.
+"""``blendgan web``: the demo's logic without a browser (the studio, uploads, the page's callbacks).
 
-The browser test launches the app in-process on a free loopback port with the 256px test
-checkpoints and drives Debian's Chromium through Playwright (``executable_path``; Playwright's
-own browser download is never used).  It skips when Gradio, Playwright or Chromium is missing.
-``BLENDGAN_CHROMIUM`` overrides the browser path; the screenshot goes to ``$BLENDGAN_ARTIFACTS``
-(else the test's temporary folder).
+The page itself in Chromium: ``tests/test_web_page.py``.
 """
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import threading

@@ -92,7 +92,8 @@ CSS = """
 .bg-examples .grid-container { grid-template-columns: repeat(4, minmax(0, 1fr)) !important; }
 .bg-examples .thumbnail-item { width: 100% !important; height: auto !important; aspect-ratio: 1 / 1; }
 .bg-examples { flex-grow: 0 !important; }
-.bg-examples .grid-wrap, .bg-examples .gallery-container { height: auto !important; max-height: none !important;
+.bg-examples .grid-wrap, .bg-examples .gallery-container { height: auto !important; min-height: 0 !important;
+                                                        max-height: none !important;
                                                         overflow: visible !important; }
 """
 
