@@ -295,6 +295,9 @@ def test_handlers_turn_failures_into_messages(studio, tmp_path):
     assert all(isinstance(v, type(gr.skip())) for v in next(h.after_choice(False, {}, {}, 6, 1.0, False, None, 0.0,
                                                                             None)))
 
+    video, message = h.video(None, ["cartoon"], [], False, None, 6, 8, 3, 12)
+    assert isinstance(video, type(gr.skip())) and "choose a face in the Image tab first" in message
+
     face, preview, gallery, caption, message, go = h.face_pick(0)
     style = h.style_pick(0)[0]
     assert "astronaut_512" in message and go is True and gallery.selected_index == 0
@@ -309,6 +312,8 @@ def test_handlers_turn_failures_into_messages(studio, tmp_path):
     assert "face structure kept 2" in message
     assert io.read_image(result).shape == (256, 256, 3)
     assert studio.model.calls == {"encode_face": 1, "embed_style": 1}
+    video, message = h.video(face, ["cartoon"], [], False, None, 6, 8, 3, 12)
+    assert "bg-error" in message and "at least two styles" in message
 
     def boom(*a):
         raise RuntimeError("kaput\nsecond line")
@@ -330,7 +335,7 @@ def test_random_style_swatch_and_names_are_escaped(studio):
 def test_waiting_jobs_are_counted(studio):
     gr = pytest.importorskip("gradio")
     h = Handlers(studio, gr, [FACE], [STYLE])
-    assert studio.activity is None and studio.waiting == 0 and list(h._waiting()) == []
+    assert studio.activity is None and studio.waiting == 0 and list(h.waiting_lines()) == []
     entered, release = threading.Event(), threading.Event()
 
     def job(what):
@@ -341,14 +346,14 @@ def test_waiting_jobs_are_counted(studio):
     holder.start()
     assert entered.wait(10)
     assert studio.activity == "a video (frame 1/5)"
-    assert "Waiting for a video (frame 1/5) to finish: your result comes next" in next(h._waiting())[-1]
+    assert "Waiting for a video (frame 1/5) to finish: your result comes next" in next(h.waiting_lines())[-1]
     waiter = threading.Thread(target=job, args=("another result",))
     waiter.start()
     for _ in range(100):
         if studio.waiting == 1:
             break
         time.sleep(0.02)
-    assert "1 other job before yours (you are number 2 in the queue)" in next(h._waiting())[-1]
+    assert "1 other job before yours (you are number 2 in the queue)" in next(h.waiting_lines())[-1]
     release.set()
     holder.join(10)
     waiter.join(10)

@@ -254,7 +254,7 @@ class Handlers:
         return loaded[0], status_html(f"Second style: <b>{esc(describe(loaded[0]))}</b>"), True
 
     # generation: (result PNG path, download button, history gallery, history state, status)
-    def _waiting(self):
+    def waiting_lines(self):
         """While another job holds the model: status updates saying what it is and where this one stands."""
         while (busy := self.studio.activity) is not None:
             ahead = self.studio.waiting
@@ -266,7 +266,7 @@ class Handlers:
     def generate(self, face_ref, style_ref, add_weight_index, strength, preserve_color, mix_ref, mix, history):
         """Yields the outputs: "waiting" lines while another job holds the model, then the result
         (or an error status, the previous result staying)."""
-        yield from self._waiting()
+        yield from self.waiting_lines()
         t0 = time.perf_counter()
         image, error = self._run(self.studio.render, face_ref, style_ref, add_weight_index, strength, preserve_color,
                                  mix_ref, mix)
