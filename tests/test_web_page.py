@@ -210,7 +210,8 @@ CLIPPED = """g => [...document.querySelectorAll(`#${g} .thumbnail-item`)].filter
         if (s.display === 'none' || s.visibility === 'hidden') return true;
         if (s.overflowX !== 'visible' || s.overflowY !== 'visible') {
             const b = a.getBoundingClientRect();
-            if (r.left < b.left - 1 || r.right > b.right + 1 || r.top < b.top - 1 || r.bottom > b.bottom + 1) return true;
+            if (r.left < b.left - 1 || r.right > b.right + 1) return true;
+            if (r.top < b.top - 1 || r.bottom > b.bottom + 1) return true;
         }
     }
     return false;

@@ -259,7 +259,8 @@ class Handlers:
         while (busy := self.studio.activity) is not None:
             ahead = self.studio.waiting
             place = ("your result comes next" if ahead == 0 else
-                     f"{ahead} other job{'s' if ahead > 1 else ''} before yours (you are number {ahead + 1} in the queue)")
+                     f"{ahead} other job{'s' if ahead > 1 else ''} before yours "
+                     f"(you are number {ahead + 1} in the queue)")
             yield self._skips(4) + (status_html(f"Waiting for {esc(busy)} to finish: {place}…", "wait"),)
             time.sleep(WAIT_POLL)
 
@@ -474,15 +475,16 @@ def build_app(model, *, face_examples: str | os.PathLike | None = EXAMPLES_DIR /
 
         face_outputs = [face_state, face_preview, face_gallery, face_caption, status, go_state]
         style_outputs = [style_state, style_preview, style_gallery, style_caption, status, go_state]
-        for box, upload, pick, gallery, random_, outputs, preview in (
-                (face_upload, h.face_upload, pick_face, face_gallery, face_random, face_outputs, face_preview),
-                (style_upload, h.style_upload, pick_style, style_gallery, style_random, style_outputs, style_preview)):
+        for box, upload, gallery, pick, button, make_random, outputs, preview in (
+                (face_upload, h.face_upload, face_gallery, pick_face, face_random, h.face_random, face_outputs,
+                 face_preview),
+                (style_upload, h.style_upload, style_gallery, pick_style, style_random, h.style_random, style_outputs,
+                 style_preview)):
             uploaded = box.upload(upload, box, outputs, show_progress_on=[preview])
             # emptied after each upload, so that the same file can be chosen again
             uploaded.then(lambda: None, None, box, queue=False)
             for event in (uploaded, gallery.select(pick, None, outputs, show_progress_on=[preview]),
-                          random_.click(h.face_random if random_ is face_random else h.style_random, None, outputs,
-                                        show_progress_on=[preview])):
+                          button.click(make_random, None, outputs, show_progress_on=[preview])):
                 render_after(event)
         # a setting let go re-renders; Enter in a number box counts as letting go (see JS)
         for slider in (awi, strength, mix):
