@@ -9,6 +9,9 @@ e = E(x_a) from the frozen style encoder E (computed once for the whole artwork 
   learned blend weights a = clamp(add_weight, 0, 1) [1, n_latent, 1] (the WBM; trained with a
   straight-through clamp and projected back into [0, 1], see
   :func:`~blendgan.train.modules.blend_weights_st`);
+* with ``--style-only p``, a fraction p of the stylized images come from the style branch
+  alone, G(w_s) (a = 0): the style mapping then learns from the first step, while a is
+  still near 1 (the official runs have p = 0);
 * D_face judges natural images against faces, D_style stylized images against artworks,
   and the projection discriminator D_proj judges (image, style code) pairs: real pairs
   (x_a, e), fake pairs (G_stylized, e) and mismatched pairs (x_a, e of another artwork);
@@ -324,6 +327,14 @@ class GANTrainer(TrainingLoop):
         noise = self.g.random_noise(2 * b if stylized else b, gen)
         return z1, z2, cross, noise
 
+    def style_only(self, b: int) -> torch.Tensor | None:
+        """Which of ``b`` stylized samples the style branch makes alone ([b] bool, from the
+        latent stream), or None with ``--style-only 0`` (no draw: the official runs)."""
+        if self.config.style_only <= 0:
+            return None
+        gen = self.gens["latent"]
+        return torch.rand(b, generator=gen, device=gen.device) < self.config.style_only
+
     def mismatched(self, idx: np.ndarray) -> torch.Tensor:
         """Style codes of other artworks than ``idx`` (one each): [B, D]."""
         n = len(self.styles)
@@ -355,7 +366,7 @@ class GANTrainer(TrainingLoop):
             requires_grad(d, True)
         with torch.no_grad():
             z1, z2, cross, noise = self.latents(b, True)
-            fake, _ = self.gstep(z1, z2, cross, e, noise)
+            fake, _ = self.gstep(z1, z2, cross, e, noise, self.style_only(b))
         with self._autocast():
             f_real, f_fake = self.d_face_ddp(real_face), self.d_face_ddp(fake[:b])
             s_real, s_fake = self.d_style_ddp(real_art), self.d_style_ddp(fake[b:])
@@ -400,7 +411,7 @@ class GANTrainer(TrainingLoop):
         for d in ds:
             requires_grad(d, False)
         z1, z2, cross, noise = self.latents(b, True)
-        fake, _ = self.gstep_ddp(z1, z2, cross, e, noise)  # G stays float32 (no clamping for fp16)
+        fake, _ = self.gstep_ddp(z1, z2, cross, e, noise, self.style_only(b))  # G stays float32 (no clamping for fp16)
         with self._autocast():
             # the discriminators' own modules: no DDP bookkeeping for parameters without gradients
             g_face = losses.g_nonsaturating(self.d_face(fake[:b]))
