@@ -13,6 +13,7 @@ measure did not move the right way (see ``Margins``).
 """
 import argparse
 import json
+import os
 import platform
 import shutil
 import sys
@@ -48,12 +49,15 @@ def main() -> int:
     seconds = time.perf_counter() - t
     curves["seconds"] = round(seconds, 1)
     curves["machine"] = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    curves["load_average"] = os.getloadavg()   # other processes' share of the CPUs (1, 5, 15 min)
     (outdir / "proof.json").write_text(json.dumps(curves, indent=1) + "\n")
     for rec in curves["encoder"]:
         print(f"encoder step {rec['step']:5d}  family retrieval {rec['retrieval']:.3f}")
     for rec in curves["gan"]:
-        print(f"gan step {rec['step']:5d}  FD {rec['fd']:8.2f}  KD {rec['kd']:9.3f}  style acc {rec['style_accuracy']:.3f} "
-              f"(chance {rec['style_chance']:.3f})  family acc {rec['family_accuracy']:.3f}  "
+        print(f"gan step {rec['step']:5d}  FD {rec['fd']:8.2f}  KD {rec['kd']:9.3f}  style branch: family acc "
+              f"{rec['family_accuracy']:.3f} (chance {rec['family_chance']:.3f}), reference acc "
+              f"{rec['style_accuracy']:.3f} (chance {rec['style_chance']:.3f});  blend: family acc "
+              f"{rec['blend_family_accuracy']:.3f}, reference acc {rec['blend_style_accuracy']:.3f};  "
               f"add_weight {rec['add_weight']:.3f}")
     failed = verdict(curves, Margins())
     print(f"{seconds:.0f} s;", "learned" if not failed else "NOT learned: " + "; ".join(failed))

@@ -121,6 +121,9 @@ class GANConfig(RunConfig):
         0.0, "fraction of stylized samples made by the style branch alone (blend weight 0), so that "
              "the style branch learns while the learned blend is still near pure face (default %(default)s, "
              "the official)")
+    style_mapping_lr: float = setting(
+        1.0, "learning-rate multiplier of the style mapping network, whose equalized rate is 0.01 of the "
+             "synthesis's (default %(default)s, the official; more lets short runs learn the style branch)")
     ema_kimg: float = setting(10.0, "g_ema half-life in kimg (default %(default)s)")
     face_weight: float = setting(1.0, "weight of the face GAN loss (default %(default)s)")
     style_weight: float = setting(1.0, "weight of the style GAN loss (default %(default)s)")

@@ -202,7 +202,7 @@ class GANTrainer(TrainingLoop):
 
         # foreach: one multi-tensor update instead of a loop over the tensors (the same numbers,
         # 2-3x faster on CPUs, where torch's default is the loop)
-        self.g_optim = torch.optim.Adam(self.g.parameters(), foreach=True)
+        self.g_optim = torch.optim.Adam(self._generator_groups(), foreach=True)
         d_params = [p for d in (self.d_face, self.d_style, self.d_proj) for p in d.parameters()]
         self.d_optim = torch.optim.Adam(d_params, foreach=True)
         self._set_hyperparameters()
@@ -277,6 +277,15 @@ class GANTrainer(TrainingLoop):
         self.d_style.load_state_dict(saved["d_style"])
         self.d_proj.load_state_dict(saved["d_proj"])
 
+    def _generator_groups(self) -> list[dict]:
+        """G's parameters for Adam: one group, or with ``--style-mapping-lr`` k != 1 a second
+        group, the style mapping network (``embedding.*``), whose rate is k times the others'."""
+        if self.config.style_mapping_lr == 1:
+            return [{"params": list(self.g.parameters())}]
+        mapping = set(id(p) for p in self.g.embedding.parameters())
+        return [{"params": [p for p in self.g.parameters() if id(p) not in mapping]},
+                {"params": list(self.g.embedding.parameters())}]
+
     def _set_hyperparameters(self) -> None:
         """Adam's learning rate and betas from the settings, corrected for lazy regularization
         (StyleGAN2: ratio k/(k+1) for a regularizer applied every k steps)."""
@@ -284,8 +293,9 @@ class GANTrainer(TrainingLoop):
         g_ratio = c.g_reg_every / (c.g_reg_every + 1) if c.path_regularize > 0 else 1.0
         d_ratio = c.d_reg_every / (c.d_reg_every + 1) if c.r1 > 0 else 1.0
         for optim, ratio in ((self.g_optim, g_ratio), (self.d_optim, d_ratio)):
-            for group in optim.param_groups:
-                group["lr"], group["betas"] = c.lr * ratio, (0.0, 0.99 ** ratio)
+            for i, group in enumerate(optim.param_groups):
+                scale = c.style_mapping_lr if optim is self.g_optim and i == 1 else 1.0
+                group["lr"], group["betas"] = c.lr * ratio * scale, (0.0, 0.99 ** ratio)
                 group["foreach"] = True  # also for checkpoints written before it was
 
     def _load_state(self, saved: dict) -> None:

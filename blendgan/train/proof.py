@@ -287,12 +287,12 @@ class ProofSettings:
     seed: int = 0
     style_dim: int = 32
     pool: int = 32
-    encoder_steps: int = 300
+    encoder_steps: int = 200
     encoder_batch: int = 32
-    encoder_lr: float = 2e-4
+    encoder_lr: float = 1.5e-4
     encoder_every: int = 100
-    color_jitter: float = 1.0       # the families share one colour distribution: codes should ignore colour
-    gan_steps: int = 1200
+    color_jitter: float = 0.75      # the families share one colour distribution: codes should ignore colour
+    gan_steps: int = 600
     gan_batch: int = 8
     gan_every: int = 200
     channels: str = "32,32,32,32"
@@ -302,6 +302,7 @@ class ProofSettings:
     ema_kimg: float = 0.2           # g_ema's half-life: 25 steps of 8 (the default 10 kimg outlasts the run)
     path_regularize: float = 0.0    # off: a quarter less time per step, and no smoothness is measured here
     style_only: float = 0.5         # half the stylized samples from the style branch alone (see GANConfig)
+    style_mapping_lr: float = 30.0  # the style mapping at 0.3 of the synthesis's rate instead of 0.01
     n_faces: int = 1200
     n_arts: int = 400
     n_held_arts: int = 200
@@ -352,7 +353,8 @@ def run(outdir: str | Path, settings: ProofSettings = ProofSettings(), encoder_c
     config = GANConfig(faces=str(data.faces_dir), styles=str(data.styles_dir), style_encoder=str(encoder_ckpt),
                        outdir=str(gan_dir), size=SIZE, style_dim=s.style_dim, n_mlp=s.n_mlp, channels=s.channels,
                        batch=s.gan_batch, kimg=s.gan_steps * s.gan_batch / 1000, lr=s.lr, r1=s.r1,
-                       ema_kimg=s.ema_kimg, path_regularize=s.path_regularize, style_only=s.style_only, style_pool=s.pool,
+                       ema_kimg=s.ema_kimg, path_regularize=s.path_regularize, style_only=s.style_only,
+                       style_mapping_lr=s.style_mapping_lr, style_pool=s.pool,
                        save_every=s.gan_every, log_every=s.gan_every, sample_every=0, **common, **s.extra)
     status = train_gan(config)
     if status:
