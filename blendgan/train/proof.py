@@ -4,22 +4,26 @@ Data (no downloads; scikit-learn ships the digits): the 1797 handwritten 8x8 dig
 to 32 px, are the "faces" (white ink on black); other digits drawn in one of four procedural
 style families are the "artworks":
 
-* ``neon``: a saturated ink with a glow on a dark ground;
-* ``stripes``: the ink filled with two-colour stripes at a random angle, on a pastel ground;
-* ``lineart``: only the outline of the ink, in a dark colour on paper;
-* ``mosaic``: the ink as a grid of coloured tiles on a grey ground.
+* ``neon``: a core in one ink with a soft halo in the other;
+* ``stripes``: the strokes filled with two-colour stripes at a random angle and period;
+* ``lineart``: only the outline of the strokes, on grainy paper;
+* ``mosaic``: the strokes as a grid of tiles in either ink, with grout lines.
 
-Colours, angles and periods are drawn per artwork, so a family is a kind of style, not one style.
-The style encoder is trained on the training artworks, then BlendGAN at 32 px with it, and the
-checkpoints are measured:
+Every artwork draws its ground and two inks from the same colour distribution
+(:func:`palette`), whatever its family: the families differ in structure and texture, so
+colour alone does not tell them apart (an untrained VGG's Gram matrices mostly see colour).
+Angles, periods and tile sizes are drawn per artwork too, so a family is a kind of style, not
+one style.  The style encoder is trained on the training artworks (with colour jitter on its
+views), then BlendGAN at 32 px with it, and the checkpoints are measured:
 
 (a) **natural branch**: Fréchet and kernel distances between ``g_ema``'s natural samples and
     held-out real digits, on the 64-d features of a small CNN trained to classify the digits;
-(b) **stylized branch**: ``g_ema``'s faces stylized with held-out reference artworks; their
-    style codes against the references' codes (:func:`blendgan.eval.style_consistency`: is the
-    most similar reference the one used? is it at least of the same family?);
+(b) **stylized branch**: for held-out reference artworks, the style branch's own output
+    G(w_s) (blend weight 0) and the learned blend of ``g_ema``'s faces with the code; their
+    style codes against the references' (:func:`blendgan.eval.style_consistency`: is the
+    nearest family code the reference's family? is the nearest reference the one used?);
 (c) **style encoder**: leave-one-out nearest-neighbour retrieval of the style family among
-    held-out artworks, on the encoder's codes.
+    held-out artworks, on the codes of the untrained encoder (step 0) and of each checkpoint.
 
 :func:`run` does it all and returns the curves; :func:`verdict` lists the measures that did not
 move the right way.  The trainers are called as users call them (:func:`~blendgan.train.train_gan`).
