@@ -319,10 +319,11 @@ class ProofSettings:
 
 
 def run(outdir: str | Path, settings: ProofSettings = ProofSettings(), encoder_ckpt: str | Path | None = None,
-        quiet: bool = True) -> dict:
+        quiet: bool = True, resume: bool = False) -> dict:
     """Train (or reuse ``encoder_ckpt``) the style encoder, then BlendGAN, on the toy data in
     ``outdir``; returns the curves: ``{'encoder': [...], 'gan': [...], 'settings': {...}}``,
-    one record per checkpoint, and writes ``outdir/proof.json`` and ``outdir/grid.png``."""
+    one record per checkpoint, and writes ``outdir/proof.json`` and ``outdir/grid.png``.
+    ``resume``: continue the trainers of a stopped run in ``outdir`` from their last checkpoints."""
     s = settings
     outdir = Path(outdir)
     data = make_data(outdir / "data", s.n_faces, s.n_arts, s.n_held_arts, s.seed)
@@ -333,7 +334,8 @@ def run(outdir: str | Path, settings: ProofSettings = ProofSettings(), encoder_c
     curves: dict = {"settings": asdict(s), "encoder": [], "gan": []}
     if encoder_ckpt is None:
         enc_dir = outdir / "encoder"
-        status = train_style_encoder(StyleEncoderConfig(
+        enc_resume = resume and (enc_dir / CHECKPOINT_DIR / "latest.pt").is_file()
+        status = train_style_encoder(StyleEncoderConfig(resume=str(enc_dir) if enc_resume else None,
             data=str(data.styles_dir), outdir=str(enc_dir), size=SIZE, style_dim=s.style_dim, pool=s.pool,
             batch=s.encoder_batch, lr=s.encoder_lr, steps=s.encoder_steps, save_every=s.encoder_every,
             color_jitter=s.color_jitter,
@@ -354,7 +356,8 @@ def run(outdir: str | Path, settings: ProofSettings = ProofSettings(), encoder_c
     curves["retrieval_chance"] = 1 / len(FAMILIES)
 
     gan_dir = outdir / "gan"
-    config = GANConfig(faces=str(data.faces_dir), styles=str(data.styles_dir), style_encoder=str(encoder_ckpt),
+    gan_resume = resume and (gan_dir / CHECKPOINT_DIR / "latest.pt").is_file()
+    config = GANConfig(resume=str(gan_dir) if gan_resume else None,faces=str(data.faces_dir), styles=str(data.styles_dir), style_encoder=str(encoder_ckpt),
                        outdir=str(gan_dir), size=SIZE, style_dim=s.style_dim, n_mlp=s.n_mlp, channels=s.channels,
                        batch=s.gan_batch, kimg=s.gan_steps * s.gan_batch / 1000, lr=s.lr, r1=s.r1,
                        ema_kimg=s.ema_kimg, path_regularize=s.path_regularize, style_only=s.style_only,
