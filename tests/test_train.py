@@ -34,7 +34,8 @@ from blendgan.errors import TrainError
 from blendgan.runtime import DistEnv
 from blendgan.train import GANConfig, StyleEncoderConfig, gan, modules, train_gan
 from blendgan.train.checkpoints import CheckpointWriter
-from blendgan.train.data import BatchLoader, IndexStream, ViewConfig, load_square, open_source, random_view
+from blendgan.train.data import (BatchLoader, IndexStream, ViewConfig, jitter_colors, load_square, open_source,
+                                 random_view)
 from blendgan.train.encoder_weights import assign_style_encoder, load_style_encoder_state
 from blendgan.train.losses import nt_xent
 
@@ -193,6 +194,48 @@ def test_views_are_colour_preserving_and_deterministic(data):
     assert np.array_equal(v1, v2) and not np.array_equal(v1, v3)
     # no colour jitter: every view pixel is a blend of the two stripe colours -> same mean colour range
     assert np.abs(v1.reshape(-1, 3).mean(0) - img.reshape(-1, 3).mean(0)).max() < 40
+
+
+def test_color_jitter_changes_colours_not_structure(data):
+    img = load_square(data.arts / "0.png", 64)
+    plain = random_view(img, ViewConfig(size=32), np.random.default_rng([1, 2]))
+    jittered = random_view(img, ViewConfig(size=32, color_jitter=1.0), np.random.default_rng([1, 2]))
+    assert jittered.shape == plain.shape and jittered.dtype == np.uint8
+    assert np.abs(jittered.astype(int) - plain.astype(int)).mean() > 5   # the colours moved
+    # the geometry is the same draw: the value channel is the plain one scaled (up to clipping)
+    v_plain = cv2.cvtColor(plain, cv2.COLOR_RGB2HSV_FULL)[..., 2].ravel().astype(float)
+    v_jit = cv2.cvtColor(jittered, cv2.COLOR_RGB2HSV_FULL)[..., 2].ravel().astype(float)
+    assert np.corrcoef(v_plain, v_jit)[0, 1] > 0.95
+    # hue turns: a pure red pixel comes back with another hue, the same number of draws each time
+    red = np.zeros((4, 4, 3), np.uint8)
+    red[..., 0] = 200
+    hues = {int(cv2.cvtColor(jitter_colors(red, 1.0, np.random.default_rng(i)), cv2.COLOR_RGB2HSV_FULL)[0, 0, 0])
+            for i in range(8)}
+    assert len(hues) > 4
+
+
+def test_style_only_samples_come_from_the_style_branch_alone():
+    g = Generator(32, 32, 2, channels=CHANNELS, style_encoder=False)
+    with torch.no_grad():
+        g.add_weight.fill_(0.7)
+    step = modules.GeneratorStep(g)
+    z, e = torch.randn(2, 32), torch.randn(2, 32)
+    img, w_plus = step(z, z, torch.full((2,), g.n_latent), e, g.random_noise(4), torch.tensor([True, False]))
+    w_face, w_style = g.mapping(z), g.style_mapping(e)
+    torch.testing.assert_close(w_plus[2], w_style[0].expand(g.n_latent, -1))            # blend weight 0
+    torch.testing.assert_close(w_plus[3], (0.7 * w_face[1] + 0.3 * w_style[1]).expand(g.n_latent, -1))
+    img[2:].sum().backward()
+    assert g.embedding[-1].weight.grad.abs().sum() > 0
+
+
+def test_style_mapping_lr_scales_its_own_group(data, tmp_path):
+    assert train(data, tmp_path / "run", "--kimg", str(2 / 1000), "--style-mapping-lr", "30",
+                 "--path-regularize", "0", "--style-only", "0.5") == 0
+    ck = torch.load(tmp_path / "run" / "checkpoints" / "latest.pt", map_location="cpu", weights_only=True)
+    groups = ck["g_optim"]["param_groups"]
+    g = Generator(32, 32, 2, channels=CHANNELS, style_encoder=False)
+    assert len(groups) == 2 and len(groups[1]["params"]) == len(list(g.embedding.parameters()))
+    assert groups[1]["lr"] == pytest.approx(30 * groups[0]["lr"], rel=1e-12)
 
 
 # -- GAN training ---------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ measure did not move the right way (see ``Margins``).
 """
 import argparse
 import json
+import os
 import platform
 import shutil
 import sys
@@ -33,27 +34,32 @@ def main() -> int:
     p.add_argument("--gan-steps", type=int, default=ProofSettings.gan_steps)
     p.add_argument("--encoder-steps", type=int, default=ProofSettings.encoder_steps)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads (default %(default)s: on a shared machine more threads only spin)")
+    p.add_argument("--resume", action="store_true", help="continue a stopped run in --outdir")
     a = p.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
     outdir = Path(a.outdir)
-    if (outdir / "gan").exists() or (outdir / "encoder").exists():
-        print(f"{outdir}: holds an earlier run; give a new --outdir", file=sys.stderr)
+    if not a.resume and ((outdir / "gan").exists() or (outdir / "encoder").exists()):
+        print(f"{outdir}: holds an earlier run; give a new --outdir (or --resume it)", file=sys.stderr)
         return 2
     settings = ProofSettings(seed=a.seed, gan_steps=a.gan_steps, gan_every=max(1, a.gan_steps // 6),
                              encoder_steps=a.encoder_steps, encoder_every=max(1, a.encoder_steps // 3))
     t = time.perf_counter()
-    curves = run(outdir, settings)
+    curves = run(outdir, settings, resume=a.resume)
     seconds = time.perf_counter() - t
     curves["seconds"] = round(seconds, 1)
     curves["machine"] = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    curves["load_average"] = os.getloadavg()   # other processes' share of the CPUs (1, 5, 15 min)
     (outdir / "proof.json").write_text(json.dumps(curves, indent=1) + "\n")
     for rec in curves["encoder"]:
         print(f"encoder step {rec['step']:5d}  family retrieval {rec['retrieval']:.3f}")
     for rec in curves["gan"]:
-        print(f"gan step {rec['step']:5d}  FD {rec['fd']:8.2f}  KD {rec['kd']:9.3f}  style acc {rec['style_accuracy']:.3f} "
-              f"(chance {rec['style_chance']:.3f})  family acc {rec['family_accuracy']:.3f}  "
+        print(f"gan step {rec['step']:5d}  FD {rec['fd']:8.2f}  KD {rec['kd']:9.3f}  style branch: family acc "
+              f"{rec['family_accuracy']:.3f} (chance {rec['family_chance']:.3f}), reference acc "
+              f"{rec['style_accuracy']:.3f} (chance {rec['style_chance']:.3f});  blend: family acc "
+              f"{rec['blend_family_accuracy']:.3f}, reference acc {rec['blend_style_accuracy']:.3f};  "
               f"add_weight {rec['add_weight']:.3f}")
     failed = verdict(curves, Margins())
     print(f"{seconds:.0f} s;", "learned" if not failed else "NOT learned: " + "; ".join(failed))

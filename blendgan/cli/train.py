@@ -25,7 +25,7 @@ GAN_LAYOUT = (
     ("architecture (taken from the checkpoint on --resume, from --init when given)",
      ("size", "style_dim", "n_mlp", "channel_multiplier", "channels", "init")),
     ("optimisation", ("batch", "kimg", "lr", "r1", "d_reg_every", "path_regularize", "g_reg_every",
-                      "path_batch_shrink", "pl_decay", "mixing", "ema_kimg", "face_weight", "style_weight",
+                      "path_batch_shrink", "pl_decay", "mixing", "style_only", "style_mapping_lr", "ema_kimg", "face_weight", "style_weight",
                       "proj_weight", "mismatch_weight", "fp16")),
     ("run", RUN_FLAGS + ("sample_every", "n_sample", "n_sample_styles")),
 )
@@ -33,7 +33,7 @@ GAN_LAYOUT = (
 #: ``train-style-encoder``'s flags (one group)
 STYLE_ENCODER_LAYOUT = (
     (None, ("data", "size", "load_size", "style_dim", "vgg", "init", "batch", "lr", "temperature", "steps", "kimg",
-            "crop_scale", "rotate", "perspective", "pool") + RUN_FLAGS),
+            "crop_scale", "rotate", "perspective", "color_jitter", "pool") + RUN_FLAGS),
 )
 
 SCALARS = {"int": int, "float": float, "str": str, "bool": bool}

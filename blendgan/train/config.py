@@ -117,6 +117,13 @@ class GANConfig(RunConfig):
     path_batch_shrink: int = setting(2, "path-length batch divisor (default %(default)s)")
     pl_decay: float = setting(0.01, "path-length mean decay (default %(default)s)")
     mixing: float = setting(0.9, "style-mixing probability (default %(default)s)")
+    style_only: float = setting(
+        0.0, "fraction of stylized samples made by the style branch alone (blend weight 0), so that "
+             "the style branch learns while the learned blend is still near pure face (default %(default)s, "
+             "the official)")
+    style_mapping_lr: float = setting(
+        1.0, "learning-rate multiplier of the style mapping network, whose equalized rate is 0.01 of the "
+             "synthesis's (default %(default)s, the official; more lets short runs learn the style branch)")
     ema_kimg: float = setting(10.0, "g_ema half-life in kimg (default %(default)s)")
     face_weight: float = setting(1.0, "weight of the face GAN loss (default %(default)s)")
     style_weight: float = setting(1.0, "weight of the style GAN loss (default %(default)s)")
@@ -163,6 +170,9 @@ class StyleEncoderConfig(RunConfig):
     crop_scale: float = setting(0.3, "smallest crop area fraction (default %(default)s)")
     rotate: float = setting(10.0, "max rotation in degrees (default %(default)s)")
     perspective: float = setting(0.05, "max corner shift, fraction (default %(default)s)")
+    color_jitter: float = setting(
+        0.0, "hue/saturation/value jitter of the views, 0-1 (default %(default)s: colour is style, as "
+             "in the official; raise it when styles should be told apart by texture alone)")
     pool: int = setting(STYLE_POOL, "VGG input size; 256 as at inference (smaller only for quick tests)")
 
     ARCHITECTURE = frozenset({"style_dim"})

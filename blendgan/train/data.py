@@ -289,14 +289,18 @@ def random_flip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 # -- contrastive views ----------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ViewConfig:
-    """Colour-preserving augmentation: crop area fraction in [scale_min, 1], aspect ratio in
+    """Geometric augmentation: crop area fraction in [scale_min, 1], aspect ratio in
     [3/4, 4/3], left-right flip with probability 1/2, rotation within ±rotate degrees,
-    perspective: each corner moved by up to ``perspective`` of the crop size."""
+    perspective: each corner moved by up to ``perspective`` of the crop size.  Colours are
+    kept unless ``color_jitter`` j > 0: then the hue turns by up to ±j·180°, the saturation
+    is scaled by 2^u, u in [−j, j], and the value by 2^v, v in [−j/2, j/2] (for styles whose
+    colours are not part of the style)."""
     size: int
     scale_min: float = 0.3
     rotate: float = 10.0
     perspective: float = 0.05
     flip: bool = True
+    color_jitter: float = 0.0
 
 
 def view_matrix(h: int, w: int, cfg: ViewConfig, rng: np.random.Generator) -> tuple[np.ndarray, float]:
@@ -341,5 +345,17 @@ def random_view(img: np.ndarray, cfg: ViewConfig, rng: np.random.Generator) -> n
         f = 1.0 / shrink
         img = cv2.resize(img, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
         m = np.diag([img.shape[1] / w, img.shape[0] / h, 1.0]) @ m
-    return cv2.warpPerspective(img, m, (cfg.size, cfg.size), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                               borderMode=cv2.BORDER_REFLECT_101)
+    out = cv2.warpPerspective(img, m, (cfg.size, cfg.size), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                              borderMode=cv2.BORDER_REFLECT_101)
+    return jitter_colors(out, cfg.color_jitter, rng) if cfg.color_jitter > 0 else out
+
+
+def jitter_colors(img: np.ndarray, j: float, rng: np.random.Generator) -> np.ndarray:
+    """RGB uint8 [H, W, 3] with its hue turned by up to ±j·180°, its saturation scaled by
+    2^[−j, j] and its value by 2^[−j/2, j/2] (one draw each per image)."""
+    hsv = cv2.cvtColor(img, cv2.COLOR_RGB2HSV_FULL).astype(np.float32)   # hue in [0, 256)
+    hsv[..., 0] = (hsv[..., 0] + rng.uniform(-j, j) * 128) % 256
+    hsv[..., 1] *= 2 ** rng.uniform(-j, j)
+    hsv[..., 2] *= 2 ** rng.uniform(-j / 2, j / 2)
+    hsv = np.clip(hsv, 0, 255).round().astype(np.uint8)
+    return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB_FULL)

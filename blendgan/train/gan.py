@@ -9,6 +9,9 @@ e = E(x_a) from the frozen style encoder E (computed once for the whole artwork 
   learned blend weights a = clamp(add_weight, 0, 1) [1, n_latent, 1] (the WBM; trained with a
   straight-through clamp and projected back into [0, 1], see
   :func:`~blendgan.train.modules.blend_weights_st`);
+* with ``--style-only p``, a fraction p of the stylized images come from the style branch
+  alone, G(w_s) (a = 0): the style mapping then learns from the first step, while a is
+  still near 1 (the official runs have p = 0);
 * D_face judges natural images against faces, D_style stylized images against artworks,
   and the projection discriminator D_proj judges (image, style code) pairs: real pairs
   (x_a, e), fake pairs (G_stylized, e) and mismatched pairs (x_a, e of another artwork);
@@ -199,7 +202,7 @@ class GANTrainer(TrainingLoop):
 
         # foreach: one multi-tensor update instead of a loop over the tensors (the same numbers,
         # 2-3x faster on CPUs, where torch's default is the loop)
-        self.g_optim = torch.optim.Adam(self.g.parameters(), foreach=True)
+        self.g_optim = torch.optim.Adam(self._generator_groups(), foreach=True)
         d_params = [p for d in (self.d_face, self.d_style, self.d_proj) for p in d.parameters()]
         self.d_optim = torch.optim.Adam(d_params, foreach=True)
         self._set_hyperparameters()
@@ -274,6 +277,15 @@ class GANTrainer(TrainingLoop):
         self.d_style.load_state_dict(saved["d_style"])
         self.d_proj.load_state_dict(saved["d_proj"])
 
+    def _generator_groups(self) -> list[dict]:
+        """G's parameters for Adam: one group, or with ``--style-mapping-lr`` k != 1 a second
+        group, the style mapping network (``embedding.*``), whose rate is k times the others'."""
+        if self.config.style_mapping_lr == 1:
+            return [{"params": list(self.g.parameters())}]
+        mapping = set(id(p) for p in self.g.embedding.parameters())
+        return [{"params": [p for p in self.g.parameters() if id(p) not in mapping]},
+                {"params": list(self.g.embedding.parameters())}]
+
     def _set_hyperparameters(self) -> None:
         """Adam's learning rate and betas from the settings, corrected for lazy regularization
         (StyleGAN2: ratio k/(k+1) for a regularizer applied every k steps)."""
@@ -281,8 +293,9 @@ class GANTrainer(TrainingLoop):
         g_ratio = c.g_reg_every / (c.g_reg_every + 1) if c.path_regularize > 0 else 1.0
         d_ratio = c.d_reg_every / (c.d_reg_every + 1) if c.r1 > 0 else 1.0
         for optim, ratio in ((self.g_optim, g_ratio), (self.d_optim, d_ratio)):
-            for group in optim.param_groups:
-                group["lr"], group["betas"] = c.lr * ratio, (0.0, 0.99 ** ratio)
+            for i, group in enumerate(optim.param_groups):
+                scale = c.style_mapping_lr if optim is self.g_optim and i == 1 else 1.0
+                group["lr"], group["betas"] = c.lr * ratio * scale, (0.0, 0.99 ** ratio)
                 group["foreach"] = True  # also for checkpoints written before it was
 
     def _load_state(self, saved: dict) -> None:
@@ -324,6 +337,14 @@ class GANTrainer(TrainingLoop):
         noise = self.g.random_noise(2 * b if stylized else b, gen)
         return z1, z2, cross, noise
 
+    def style_only(self, b: int) -> torch.Tensor | None:
+        """Which of ``b`` stylized samples the style branch makes alone ([b] bool, from the
+        latent stream), or None with ``--style-only 0`` (no draw: the official runs)."""
+        if self.config.style_only <= 0:
+            return None
+        gen = self.gens["latent"]
+        return torch.rand(b, generator=gen, device=gen.device) < self.config.style_only
+
     def mismatched(self, idx: np.ndarray) -> torch.Tensor:
         """Style codes of other artworks than ``idx`` (one each): [B, D]."""
         n = len(self.styles)
@@ -355,7 +376,7 @@ class GANTrainer(TrainingLoop):
             requires_grad(d, True)
         with torch.no_grad():
             z1, z2, cross, noise = self.latents(b, True)
-            fake, _ = self.gstep(z1, z2, cross, e, noise)
+            fake, _ = self.gstep(z1, z2, cross, e, noise, self.style_only(b))
         with self._autocast():
             f_real, f_fake = self.d_face_ddp(real_face), self.d_face_ddp(fake[:b])
             s_real, s_fake = self.d_style_ddp(real_art), self.d_style_ddp(fake[b:])
@@ -400,7 +421,7 @@ class GANTrainer(TrainingLoop):
         for d in ds:
             requires_grad(d, False)
         z1, z2, cross, noise = self.latents(b, True)
-        fake, _ = self.gstep_ddp(z1, z2, cross, e, noise)  # G stays float32 (no clamping for fp16)
+        fake, _ = self.gstep_ddp(z1, z2, cross, e, noise, self.style_only(b))  # G stays float32 (no clamping for fp16)
         with self._autocast():
             # the discriminators' own modules: no DDP bookkeeping for parameters without gradients
             g_face = losses.g_nonsaturating(self.d_face(fake[:b]))

@@ -19,17 +19,19 @@ from ..models.style_encoder import STYLE_POOL, StyleEmbedder, gram_matrix
 class GeneratorStep(nn.Module):
     """The generator as one module (what DistributedDataParallel wraps).
 
-    ``forward(z1, z2, cross, z_embed, noise)``: face codes z1, z2 [B, D]; ``cross`` [B] int,
-    W+ rows ``< cross`` come from z1, the others from z2 (``cross = n_latent``: no mixing);
-    ``z_embed`` [B, D] style codes or None; ``noise``: one map per layer, [2B (B without
-    z_embed), 1, r, r].  Returns (images [2B, 3, S, S] = natural then stylized, W+ [2B, n_latent, D]).
+    ``forward(z1, z2, cross, z_embed, noise, style_only=None)``: face codes z1, z2 [B, D];
+    ``cross`` [B] int, W+ rows ``< cross`` come from z1, the others from z2 (``cross =
+    n_latent``: no mixing); ``z_embed`` [B, D] style codes or None; ``noise``: one map per
+    layer, [2B (B without z_embed), 1, r, r]; ``style_only`` [B] bool or None: the stylized
+    samples made by the style branch alone (blend weight 0 in every row).
+    Returns (images [2B, 3, S, S] = natural then stylized, W+ [2B, n_latent, D]).
     """
 
     def __init__(self, g: Generator):
         super().__init__()
         self.g = g
 
-    def forward(self, z1, z2, cross, z_embed, noise):
+    def forward(self, z1, z2, cross, z_embed, noise, style_only=None):
         g = self.g
         w1, w2 = g.mapping(z1), g.mapping(z2)
         rows = torch.arange(g.n_latent, device=z1.device).view(1, -1, 1)
@@ -38,6 +40,8 @@ class GeneratorStep(nn.Module):
             w_plus = w_face
         else:
             a = blend_weights_st(g).to(w_face.dtype)
+            if style_only is not None:
+                a = torch.where(style_only.view(-1, 1, 1), torch.zeros_like(a), a)
             w_style = g.style_mapping(z_embed).unsqueeze(1)
             w_plus = torch.cat([w_face, w_face * a + w_style * (1 - a)])
         return g(w_plus, noise), w_plus

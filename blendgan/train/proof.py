@@ -4,22 +4,26 @@ Data (no downloads; scikit-learn ships the digits): the 1797 handwritten 8x8 dig
 to 32 px, are the "faces" (white ink on black); other digits drawn in one of four procedural
 style families are the "artworks":
 
-* ``neon``: a saturated ink with a glow on a dark ground;
-* ``stripes``: the ink filled with two-colour stripes at a random angle, on a pastel ground;
-* ``lineart``: only the outline of the ink, in a dark colour on paper;
-* ``mosaic``: the ink as a grid of coloured tiles on a grey ground.
+* ``neon``: a core in one ink with a soft halo in the other;
+* ``stripes``: the strokes filled with two-colour stripes at a random angle and period;
+* ``lineart``: only the outline of the strokes, on grainy paper;
+* ``mosaic``: the strokes as a grid of tiles in either ink, with grout lines.
 
-Colours, angles and periods are drawn per artwork, so a family is a kind of style, not one style.
-The style encoder is trained on the training artworks, then BlendGAN at 32 px with it, and the
-checkpoints are measured:
+Every artwork draws its ground and two inks from the same colour distribution
+(:func:`palette`), whatever its family: the families differ in structure and texture, so
+colour alone does not tell them apart (an untrained VGG's Gram matrices mostly see colour).
+Angles, periods and tile sizes are drawn per artwork too, so a family is a kind of style, not
+one style.  The style encoder is trained on the training artworks (with colour jitter on its
+views), then BlendGAN at 32 px with it, and the checkpoints are measured:
 
 (a) **natural branch**: Fréchet and kernel distances between ``g_ema``'s natural samples and
     held-out real digits, on the 64-d features of a small CNN trained to classify the digits;
-(b) **stylized branch**: ``g_ema``'s faces stylized with held-out reference artworks; their
-    style codes against the references' codes (:func:`blendgan.eval.style_consistency`: is the
-    most similar reference the one used? is it at least of the same family?);
+(b) **stylized branch**: for held-out reference artworks, the style branch's own output
+    G(w_s) (blend weight 0) and the learned blend of ``g_ema``'s faces with the code; their
+    style codes against the references' (:func:`blendgan.eval.style_consistency`: is the
+    nearest family code the reference's family? is the nearest reference the one used?);
 (c) **style encoder**: leave-one-out nearest-neighbour retrieval of the style family among
-    held-out artworks, on the encoder's codes.
+    held-out artworks, on the codes of the untrained encoder (step 0) and of each checkpoint.
 
 :func:`run` does it all and returns the curves; :func:`verdict` lists the measures that did not
 move the right way.  The trainers are called as users call them (:func:`~blendgan.train.train_gan`).
@@ -78,41 +82,46 @@ def _hsv(h: float, s: float, v: float) -> np.ndarray:
     return cv2.cvtColor(pixel, cv2.COLOR_HSV2RGB)[0, 0].astype(np.float32) / 255
 
 
+def palette(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The colours of one artwork, drawn the same way for every family: a ground and two inks
+    (float RGB [3] each), any hue, the inks' value at least 0.3 away from the ground's."""
+    v_ground = rng.uniform(0.1, 1.0)
+    inks = []
+    for _ in range(2):
+        v = (v_ground + rng.uniform(0.3, 0.7)) % 1.0
+        inks.append(_hsv(rng.random(), rng.uniform(0.3, 1.0), max(v, 0.05)))
+    return _hsv(rng.random(), rng.uniform(0.0, 1.0), v_ground), inks[0], inks[1]
+
+
 def stylize(ink: np.ndarray, family: str, rng: np.random.Generator) -> np.ndarray:
     """An artwork: the digit ``ink`` [S, S] in [0, 1] drawn in a random style of ``family``;
-    RGB uint8 [S, S, 3]."""
+    RGB uint8 [S, S, 3].  Families differ in structure and texture, not in colour: every
+    family takes its colours from :func:`palette`."""
     m = ink[..., None]
     s = ink.shape[0]
-    if family == "neon":
-        ground = _hsv(rng.random(), rng.uniform(0.5, 1), rng.uniform(0.08, 0.22))
-        colour = _hsv(rng.random(), rng.uniform(0.7, 1), 1.0)
-        glow = cv2.GaussianBlur(ink, (0, 0), 1.6)[..., None]
-        a = np.clip(m + 0.8 * glow, 0, 1)
-        img = ground * (1 - a) + colour * a
-    elif family == "stripes":
-        ground = _hsv(rng.random(), rng.uniform(0.1, 0.3), rng.uniform(0.85, 1))
-        c1, c2 = _hsv(rng.random(), 0.9, 0.9), _hsv(rng.random(), 0.9, 0.5)
+    ground, c1, c2 = palette(rng)
+    if family == "neon":            # a core in one ink, a soft halo in the other
+        glow = np.clip(1.2 * cv2.GaussianBlur(ink, (0, 0), rng.uniform(1.5, 2.5)), 0, 1)[..., None]
+        img = ground * (1 - glow) + c2 * glow
+        img = img * (1 - m) + c1 * m
+    elif family == "stripes":       # the ink filled with two-colour stripes at a random angle
         theta, period = rng.uniform(0, math.pi), rng.uniform(3, 6)
         y, x = np.mgrid[:s, :s]
         on = (np.sin(2 * math.pi * (x * math.cos(theta) + y * math.sin(theta)) / period) > 0)[..., None]
         img = ground * (1 - m) + np.where(on, c1, c2) * m
-    elif family == "lineart":
-        paper = _hsv(rng.uniform(0.08, 0.15), rng.uniform(0.05, 0.2), rng.uniform(0.9, 1))
-        colour = _hsv(rng.random(), rng.uniform(0.3, 0.8), rng.uniform(0.05, 0.3))
+    elif family == "lineart":       # only the outline of the ink, on grainy paper
         solid = (ink > 0.35).astype(np.uint8)
         kernel = np.ones((3, 3), np.uint8)
         edge = (cv2.dilate(solid, kernel) - cv2.erode(solid, kernel)).astype(np.float32)[..., None]
-        grain = rng.normal(0, 0.03, (s, s, 1)).astype(np.float32)
-        img = (paper + grain) * (1 - edge) + colour * edge
-    elif family == "mosaic":
-        ground = np.full(3, rng.uniform(0.35, 0.55), np.float32)
-        palette = np.stack([_hsv(rng.random(), rng.uniform(0.6, 1), rng.uniform(0.7, 1)) for _ in range(3)])
+        grain = rng.normal(0, 0.04, (s, s, 1)).astype(np.float32)
+        img = (ground + grain) * (1 - edge) + c1 * edge
+    elif family == "mosaic":        # the ink as a grid of tiles in either ink, with grout lines
         tile = int(rng.choice([4, 8]))
         cells = cv2.resize(ink, (s // tile, s // tile), interpolation=cv2.INTER_AREA)
-        colours = palette[rng.integers(0, 3, cells.shape)]                       # [s/t, s/t, 3]
-        fill = (cells > 0.25)[..., None] * colours + (cells <= 0.25)[..., None] * ground
+        pick = rng.integers(0, 2, cells.shape)[..., None]
+        fill = np.where(cells[..., None] > 0.25, np.where(pick == 1, c1, c2), ground)
         img = np.kron(fill, np.ones((tile, tile, 1), np.float32))
-        img[::tile] = img[:, ::tile] = ground * 0.6                               # grout between tiles
+        img[::tile] = img[:, ::tile] = ground * 0.5                               # grout between tiles
     else:
         raise ValueError(f"unknown style family {family!r}")
     return (np.clip(img, 0, 1) * 255).round().astype(np.uint8)
@@ -236,33 +245,43 @@ def initial_generator(settings: "ProofSettings") -> Generator:
 @torch.no_grad()
 def gan_measures(g: Generator, data: ToyData, classifier: DigitNet, real_features: np.ndarray, encoder: StyleEncoder,
                  settings: "ProofSettings") -> dict:
-    """Measures (a) and (b) of a generator (a checkpoint's ``g_ema``), truncation off."""
+    """Measures (a) and (b) of a generator (a checkpoint's ``g_ema``), truncation off.
+
+    (b) is measured twice: on the style branch itself, G(w_s) with w_s = embedding(code) in
+    every W+ row (blend weight 0, the controls' full strength), and on the learned blend
+    G(a·w + (1 − a)·w_s) of faces with the code (``blend_*`` keys).
+    """
     gen = make_generator(derive_seed(settings.seed, "proof-samples"))
     z = torch.randn(settings.n_samples, g.style_dim, generator=gen)
     natural = io.to_uint8(g(g.mapping(z).unsqueeze(1).expand(-1, g.n_latent, -1)))
     feats = digit_features(classifier, natural)
     kid = kernel_distance(feats, real_features, subsets=20, subset_size=min(200, len(feats)), seed=settings.seed)
-    # (b): every reference artwork (the same number per family) with the same faces
-    per = settings.refs_per_family
+    # (b): every reference artwork (the same number per family) with the same faces and noise
+    per, k = settings.refs_per_family, settings.faces_per_ref
     refs = np.concatenate([np.flatnonzero(data.held_families == f)[:per] for f in range(len(FAMILIES))])
     ref_codes = encoder_codes(encoder, data.held_arts[refs], settings.pool)
-    zf = torch.randn(settings.faces_per_ref, g.style_dim, generator=gen)
-    w = g.mapping(zf).unsqueeze(1).expand(-1, g.n_latent, -1)
-    outs = [io.to_uint8(g(g.blend(w, g.style_mapping(torch.from_numpy(c)[None].expand(len(zf), -1)))))
-            for c in ref_codes]
-    stylized = np.concatenate(outs)                                        # reference-major
-    which = np.repeat(np.arange(len(refs)), settings.faces_per_ref)
-    out_codes = encoder_codes(encoder, stylized, settings.pool)
-    consistency = style_consistency(out_codes, ref_codes, which)
-    by_family = style_consistency(out_codes,
-                                  np.stack([ref_codes[data.held_families[refs] == f].mean(0)
-                                            for f in range(len(FAMILIES))]),
-                                  data.held_families[refs][which])
-    return {"fd": frechet_distance(feats, real_features), "kd": kid.mean,
-            "style_accuracy": consistency.accuracy, "style_chance": consistency.chance,
-            "style_margin": consistency.margin, "family_accuracy": by_family.accuracy,
-            "family_chance": by_family.chance, "add_weight": float(g.blend_weights().mean()),
-            "_grid": (natural[:settings.grid_faces], stylized, data.held_arts[refs], per)}
+    w = g.mapping(torch.randn(k, g.style_dim, generator=gen)).unsqueeze(1).expand(-1, g.n_latent, -1)
+    noise = g.random_noise(k, gen)
+    pure, blended = [], []
+    for c in ref_codes:
+        w_s = g.style_mapping(torch.from_numpy(c)[None].expand(k, -1))
+        pure.append(io.to_uint8(g(w_s.unsqueeze(1).expand(-1, g.n_latent, -1), noise)))
+        blended.append(io.to_uint8(g(g.blend(w, w_s), noise)))
+    which = np.repeat(np.arange(len(refs)), k)                              # reference-major
+    ref_families = data.held_families[refs]
+    family_codes = np.stack([ref_codes[ref_families == f].mean(0) for f in range(len(FAMILIES))])
+    out = {"fd": frechet_distance(feats, real_features), "kd": kid.mean}
+    for prefix, images in (("", np.concatenate(pure)), ("blend_", np.concatenate(blended))):
+        codes = encoder_codes(encoder, images, settings.pool)
+        by_ref = style_consistency(codes, ref_codes, which)
+        by_family = style_consistency(codes, family_codes, ref_families[which])
+        out.update({f"{prefix}style_accuracy": by_ref.accuracy, f"{prefix}style_chance": by_ref.chance,
+                    f"{prefix}style_margin": by_ref.margin, f"{prefix}family_accuracy": by_family.accuracy,
+                    f"{prefix}family_chance": by_family.chance})
+    out["add_weight"] = float(g.blend_weights().mean())
+    out["_grid"] = (natural[:settings.grid_faces], np.concatenate(pure), np.concatenate(blended),
+                    data.held_arts[refs], per)
+    return out
 
 
 # -- the whole proof ------------------------------------------------------------------------------------
@@ -272,11 +291,12 @@ class ProofSettings:
     seed: int = 0
     style_dim: int = 32
     pool: int = 32
-    encoder_steps: int = 300
+    encoder_steps: int = 200
     encoder_batch: int = 32
-    encoder_lr: float = 2e-4
+    encoder_lr: float = 1.5e-4
     encoder_every: int = 100
-    gan_steps: int = 1200
+    color_jitter: float = 0.75      # the families share one colour distribution: codes should ignore colour
+    gan_steps: int = 600
     gan_batch: int = 8
     gan_every: int = 200
     channels: str = "32,32,32,32"
@@ -285,6 +305,8 @@ class ProofSettings:
     r1: float = 0.1                 # StyleGAN2-ADA's gamma range for 32 px images (10 is for 1024 px)
     ema_kimg: float = 0.2           # g_ema's half-life: 25 steps of 8 (the default 10 kimg outlasts the run)
     path_regularize: float = 0.0    # off: a quarter less time per step, and no smoothness is measured here
+    style_only: float = 0.5         # half the stylized samples from the style branch alone (see GANConfig)
+    style_mapping_lr: float = 30.0  # the style mapping at 0.3 of the synthesis's rate instead of 0.01
     n_faces: int = 1200
     n_arts: int = 400
     n_held_arts: int = 200
@@ -297,10 +319,11 @@ class ProofSettings:
 
 
 def run(outdir: str | Path, settings: ProofSettings = ProofSettings(), encoder_ckpt: str | Path | None = None,
-        quiet: bool = True) -> dict:
+        quiet: bool = True, resume: bool = False) -> dict:
     """Train (or reuse ``encoder_ckpt``) the style encoder, then BlendGAN, on the toy data in
     ``outdir``; returns the curves: ``{'encoder': [...], 'gan': [...], 'settings': {...}}``,
-    one record per checkpoint, and writes ``outdir/proof.json`` and ``outdir/grid.png``."""
+    one record per checkpoint, and writes ``outdir/proof.json`` and ``outdir/grid.png``.
+    ``resume``: continue the trainers of a stopped run in ``outdir`` from their last checkpoints."""
     s = settings
     outdir = Path(outdir)
     data = make_data(outdir / "data", s.n_faces, s.n_arts, s.n_held_arts, s.seed)
@@ -311,9 +334,11 @@ def run(outdir: str | Path, settings: ProofSettings = ProofSettings(), encoder_c
     curves: dict = {"settings": asdict(s), "encoder": [], "gan": []}
     if encoder_ckpt is None:
         enc_dir = outdir / "encoder"
-        status = train_style_encoder(StyleEncoderConfig(
+        enc_resume = resume and (enc_dir / CHECKPOINT_DIR / "latest.pt").is_file()
+        status = train_style_encoder(StyleEncoderConfig(resume=str(enc_dir) if enc_resume else None,
             data=str(data.styles_dir), outdir=str(enc_dir), size=SIZE, style_dim=s.style_dim, pool=s.pool,
             batch=s.encoder_batch, lr=s.encoder_lr, steps=s.encoder_steps, save_every=s.encoder_every,
+            color_jitter=s.color_jitter,
             log_every=s.encoder_every, **common))
         if status:
             raise TrainError(f"style-encoder training stopped (status {status})")
@@ -331,10 +356,12 @@ def run(outdir: str | Path, settings: ProofSettings = ProofSettings(), encoder_c
     curves["retrieval_chance"] = 1 / len(FAMILIES)
 
     gan_dir = outdir / "gan"
-    config = GANConfig(faces=str(data.faces_dir), styles=str(data.styles_dir), style_encoder=str(encoder_ckpt),
+    gan_resume = resume and (gan_dir / CHECKPOINT_DIR / "latest.pt").is_file()
+    config = GANConfig(resume=str(gan_dir) if gan_resume else None,faces=str(data.faces_dir), styles=str(data.styles_dir), style_encoder=str(encoder_ckpt),
                        outdir=str(gan_dir), size=SIZE, style_dim=s.style_dim, n_mlp=s.n_mlp, channels=s.channels,
                        batch=s.gan_batch, kimg=s.gan_steps * s.gan_batch / 1000, lr=s.lr, r1=s.r1,
-                       ema_kimg=s.ema_kimg, path_regularize=s.path_regularize, style_pool=s.pool,
+                       ema_kimg=s.ema_kimg, path_regularize=s.path_regularize, style_only=s.style_only,
+                       style_mapping_lr=s.style_mapping_lr, style_pool=s.pool,
                        save_every=s.gan_every, log_every=s.gan_every, sample_every=0, **common, **s.extra)
     status = train_gan(config)
     if status:
@@ -355,16 +382,19 @@ def run(outdir: str | Path, settings: ProofSettings = ProofSettings(), encoder_c
     return curves
 
 
-def proof_grid(data: ToyData, natural: np.ndarray, stylized: np.ndarray, refs: np.ndarray, per: int) -> np.ndarray:
+def proof_grid(data: ToyData, natural: np.ndarray, pure: np.ndarray, blended: np.ndarray, refs: np.ndarray,
+               per: int) -> np.ndarray:
     """Row 1: real digits; row 2: natural samples; then one row per style family: its first
-    reference artwork, then faces stylized with it (uint8 RGB, 2x nearest-neighbour upscaled)."""
+    reference artwork, then the style branch's outputs for its code; then the same for the
+    learned blend of faces with it (uint8 RGB, 2x nearest-neighbour upscaled)."""
     k = len(natural)
     blank = np.full((1, SIZE, SIZE, 3), 255, np.uint8)
     rows = [np.concatenate([blank, data.held_faces[:k]]), np.concatenate([blank, natural])]
-    n_faces = len(stylized) // len(refs)
-    for f in range(len(FAMILIES)):
-        r = f * per
-        rows.append(np.concatenate([refs[r:r + 1], stylized[r * n_faces:r * n_faces + min(k, n_faces)]]))
+    n_faces = len(pure) // len(refs)
+    for stylized in (pure, blended):
+        for f in range(len(FAMILIES)):
+            r = f * per
+            rows.append(np.concatenate([refs[r:r + 1], stylized[r * n_faces:r * n_faces + min(k, n_faces)]]))
     grid = image_grid(rows)
     return cv2.resize(grid, (grid.shape[1] * 2, grid.shape[0] * 2), interpolation=cv2.INTER_NEAREST)
 
@@ -372,14 +402,22 @@ def proof_grid(data: ToyData, natural: np.ndarray, stylized: np.ndarray, refs: n
 # -- the verdict ----------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Margins:
-    """What counts as learning, between the untrained generator (step 0) and the last checkpoint.
+    """What counts as learning, between the untrained networks (step 0) and the last checkpoint.
 
-    ``style_above_chance`` None: measure (b) is reported, not judged (at the budgets a CPU run
-    affords, the stylized branch has not yet learned to follow its reference: see the README).
+    (a) the natural branch's FD falls by ``fd_drop`` of its step-0 value; (b) the style branch's
+    outputs are told to their reference's family (nearest family code) ``style_rise`` more often
+    than at step 0 and than chance; (c) the trained encoder's family retrieval is
+    ``retrieval_rise`` above the untrained encoder's and ``retrieval_above_chance`` above chance.
+
+    ``style_rise`` None: (b) is measured and reported, not judged.  It is the default because
+    CPU-sized runs do not reach it yet: the trained encoder's codes of different artworks are
+    nearly parallel (mean cosine 0.97), so the style branch and D_proj get almost no
+    conditioning signal and the style branch draws one texture for every code (see the README).
     """
-    fd_drop: float = 0.15                      # last FD <= (1 - fd_drop) x the step-0 FD
-    style_above_chance: float | None = None    # last reference accuracy >= chance + this
-    retrieval_above_chance: float = 0.3        # last family retrieval >= chance + this
+    fd_drop: float = 0.15
+    style_rise: float | None = None
+    retrieval_rise: float = 0.1
+    retrieval_above_chance: float = 0.25
 
 
 def verdict(curves: dict, margins: Margins = Margins()) -> list[str]:
@@ -391,12 +429,17 @@ def verdict(curves: dict, margins: Margins = Margins()) -> list[str]:
     first, last = gan[0], gan[-1]
     if not last["fd"] <= (1 - margins.fd_drop) * first["fd"]:
         failed.append(f"(a) FD {first['fd']:.2f} -> {last['fd']:.2f}: fell by less than {margins.fd_drop:.0%}")
-    if margins.style_above_chance is not None and \
-            not last["style_accuracy"] >= last["style_chance"] + margins.style_above_chance:
-        failed.append(f"(b) style accuracy {last['style_accuracy']:.2f}: not {margins.style_above_chance} "
-                      f"above chance {last['style_chance']:.2f}")
-    if curves["encoder"]:
-        r = curves["encoder"][-1]["retrieval"]
+    floor = max(first["family_accuracy"], last["family_chance"])
+    if margins.style_rise is not None and not last["family_accuracy"] >= floor + margins.style_rise:
+        failed.append(f"(b) style-branch family accuracy {first['family_accuracy']:.2f} -> "
+                      f"{last['family_accuracy']:.2f}: not {margins.style_rise} above step 0 and chance "
+                      f"{last['family_chance']:.2f}")
+    enc = curves["encoder"]
+    if len(enc) >= 2:
+        r0, r = enc[0]["retrieval"], enc[-1]["retrieval"]
+        if not r >= r0 + margins.retrieval_rise:
+            failed.append(f"(c) family retrieval {r0:.2f} (untrained) -> {r:.2f}: rose by less than "
+                          f"{margins.retrieval_rise}")
         if not r >= curves["retrieval_chance"] + margins.retrieval_above_chance:
             failed.append(f"(c) family retrieval {r:.2f}: not {margins.retrieval_above_chance} above chance "
                           f"{curves['retrieval_chance']:.2f}")

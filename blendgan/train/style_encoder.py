@@ -1,7 +1,7 @@
 """``train-style-encoder``: self-supervised contrastive training of the Gram-matrix style encoder.
 
 Each artwork gives two colour-preserving views (random resized crop, flip, small rotation and
-perspective; no colour jitter: colour is style).  A frozen VGG19 turns each view into its
+perspective; no colour jitter unless ``--color-jitter``: colour is style).  A frozen VGG19 turns each view into its
 Gram vector g [610304]; the trainable 4-layer MLP of the style encoder (``embedder_mlp``)
 maps it to the style code z_embed [style_dim]; a 4-layer projector head maps that to
 p [style_dim], and the NT-Xent loss (SimCLR, :func:`~blendgan.train.losses.nt_xent`) pulls
@@ -144,7 +144,8 @@ class StyleEncoderTrainer(TrainingLoop):
             log.info("resumed %s at step %d", resume_path, self.step)
         self.global_batch = c.batch * env.world
         self.total = c.steps if c.kimg is None else math.ceil(c.kimg * 1000 / self.global_batch)
-        self.views = ViewConfig(size=c.size, scale_min=c.crop_scale, rotate=c.rotate, perspective=c.perspective)
+        self.views = ViewConfig(size=c.size, scale_min=c.crop_scale, rotate=c.rotate, perspective=c.perspective,
+                                color_jitter=c.color_jitter)
         self.views_pool = ThreadPoolExecutor(max(1, c.workers), thread_name_prefix="views")
 
     def train_step(self) -> dict[str, torch.Tensor]:
