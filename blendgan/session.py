@@ -363,7 +363,8 @@ class Session:
         w_plus = face.w_plus if isinstance(face, Face) else face
         codes = [s.z_embed if isinstance(s, Style) else s for s in styles]
         with self.lock:
-            for k, sl, images in style_tour(self.model_for(face), w_plus, codes, alphas, add_weight_index=add_weight_index,
-                                            batch_size=batch_size, strength=strength, preserve_color=preserve_color):
+            for k, sl, images in style_tour(self.model_for(face), w_plus, codes, alphas,
+                                            add_weight_index=add_weight_index, batch_size=batch_size,
+                                            strength=strength, preserve_color=preserve_color):
                 self.stats["synthesize"] += 1
                 yield k, sl, io.to_uint8(images)
