@@ -197,23 +197,10 @@ def synthesis_copy(model):
     """A copy of ``model`` (a BlendGAN) whose synthesis weights are its own; the mapping
     networks, the encoders and the fixed noise maps are shared with ``model``."""
     g = model.generator
-    memo: dict = {}
-    for module in g.modules():  # transformed-weight caches are remade on use, not copied
-        cache = getattr(module, "_winograd", None)
-        if cache is not None:
-            memo[id(cache.__dict__.get("_value"))] = None
-            memo[id(cache.__dict__.get("_source"))] = None
-    memo.pop(id(None), None)
     tuned = copy.copy(g)
     tuned._parameters, tuned._buffers, tuned._modules = dict(g._parameters), dict(g._buffers), dict(g._modules)
-    tuned.__dict__.pop("_compiled", None)
-    for name in SYNTHESIS_PARTS:
-        part = copy.deepcopy(g._modules[name], memo)
-        for module in part.modules():
-            cache = getattr(module, "_winograd", None)
-            if cache is not None:
-                cache.clear()
-        tuned._modules[name] = part
+    for name in SYNTHESIS_PARTS:  # (cached Winograd weights are not copied: they are remade on use)
+        tuned._modules[name] = copy.deepcopy(g._modules[name])
     out = copy.copy(model)
     out._parameters, out._buffers, out._modules = dict(model._parameters), dict(model._buffers), dict(model._modules)
     out.__dict__.pop("_compiled", None)

@@ -309,7 +309,7 @@ def test_transfer_and_video_commands(tiny, folders, tmp_path, monkeypatch, capsy
     assert "--invert" in err and "--invert-steps" in err
 
 
-def test_face_video_with_inversion(tiny, aligner, astronaut, tmp_path):
+def test_face_video_with_inversion(tiny, aligner, astronaut, tmp_path, caplog):
     """A face video with ``invert='optimize'``: each frame's crop is refined (the output differs
     from pSp's), frames and timing kept."""
     from blendgan import jobs
@@ -317,8 +317,10 @@ def test_face_video_with_inversion(tiny, aligner, astronaut, tmp_path):
     src = write_video(tmp_path / "face.mp4", face_frames(astronaut, 3, size=(256, 256)), audio=None)
     code = torch.zeros(1, 512)
     psp = jobs.stylize_video(tiny, src, code, tmp_path / "psp.mp4", progress=False, aligner=aligner)
-    opt = jobs.stylize_video(tiny, src, code, tmp_path / "opt.mp4", progress=False, aligner=aligner,
-                             invert="optimize", invert_steps=2)
+    with caplog.at_level(logging.INFO, logger="blendgan"):
+        opt = jobs.stylize_video(tiny, src, code, tmp_path / "opt.mp4", progress=False, aligner=aligner,
+                                 invert="optimize", invert_steps=2)
+    assert len(re.findall(r"frame: optimize \(2 steps\): loss [\d.]+ -> [\d.]+ in [\d.]+ s", caplog.text)) == 3
     _, n, _, _, a = probe(psp)
     _, m, _, _, b = probe(opt)
     assert n == m == 3 and np.abs(a.astype(int) - b).mean() > 0.05

@@ -35,11 +35,11 @@ def stylize_crops(model, crops: np.ndarray, method: str, steps: int,
                   render: Callable[[torch.Tensor, object], np.ndarray]) -> list[np.ndarray]:
     """Aligned face crops RGB uint8 [B, S, S, 3], each inverted alone and rendered by
     ``render(w_plus [1, n_latent, 512], model)`` -> its image, before the next is inverted
-    (memory: one face, one PTI copy).  Each inversion is logged at debug level."""
+    (memory: one face, one PTI copy).  Each inversion is logged (loss before and after, time)."""
     out = []
     for crop in crops:
         inv: Inversion = invert(model, io.to_tensor(crop, model.device), method, steps)
-        log.debug("%s", describe(inv, "frame"))
+        log.info("%s", describe(inv, "frame"))
         out.append(render(inv.w_plus, inv.model))
         del inv
     return out
