@@ -30,11 +30,10 @@ default), so inversion draws no random numbers and is deterministic.
 from __future__ import annotations
 
 import copy
-import logging
 import math
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -43,8 +42,6 @@ from torch import nn
 from . import defaults
 from .errors import DependencyError, UsageError
 from .models.style_encoder import FEATURE_LAYERS, STYLE_POOL
-
-log = logging.getLogger("blendgan")
 
 METHODS = ("psp", "optimize", "pti")
 #: the parts of the generator that PTI tunes (its synthesis network)
@@ -350,5 +347,5 @@ def settings_of(method: str, steps: int | None, **options) -> Settings:
     return Settings(method, steps, **options)
 
 
-__all__: Sequence[str] = ("METHODS", "Inversion", "Settings", "Reconstruction", "invert", "describe",
-                          "synthesis_copy", "check_settings", "check_face", "settings_of")
+__all__ = ["METHODS", "Inversion", "Settings", "Reconstruction", "invert", "describe", "synthesis_copy",
+           "check_settings", "check_face", "settings_of"]
