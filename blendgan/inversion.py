@@ -22,7 +22,8 @@ relu5_4, the image average-pooled to at most 256 px) of the squared distance bet
 channel-normalised features, summed over channels and averaged over positions (LPIPS
 without its learned weights).  It needs nothing but ``blendgan.pt``; a checkpoint without a
 style encoder gets the pixel term alone.  Optional extras add terms to what is minimised
-(never to the reported loss): LPIPS (the ``lpips`` package).
+(never to the reported loss): LPIPS (the ``lpips`` package) and an identity loss with an
+ArcFace IR-SE50 file (``model_ir_se50.pth``).
 
 Noise comes from the checkpoint's fixed maps (as :meth:`blendgan.BlendGAN.synthesize` by
 default), so inversion draws no random numbers and is deterministic.
@@ -30,6 +31,7 @@ default), so inversion draws no random numbers and is deterministic.
 from __future__ import annotations
 
 import copy
+import os
 import math
 import time
 from dataclasses import dataclass
@@ -40,6 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import defaults
+from .checkpoint import load_identity
 from .errors import DependencyError, UsageError
 from .models.style_encoder import FEATURE_LAYERS, STYLE_POOL
 
@@ -123,7 +126,8 @@ class Reconstruction:
     ``measure(image)`` -> [N]; ``objective(image)`` -> [N] adds the optional extra terms.
     The target's features are computed once."""
 
-    def __init__(self, model, target: torch.Tensor, lpips_weight: float = 0.0):
+    def __init__(self, model, target: torch.Tensor, lpips_weight: float = 0.0,
+                 identity: nn.Module | None = None, identity_weight: float = defaults.INVERT_IDENTITY_WEIGHT):
         self.target = target
         self.vgg = model.generator.embedder.embedder.feature_extractor.vgg_layers \
             if model.has_style_encoder else None
@@ -139,6 +143,10 @@ class Reconstruction:
             self.lpips = lpips.LPIPS(net="vgg", verbose=False).to(target.device).eval()
             for p in self.lpips.parameters():
                 p.requires_grad_(False)
+        self.identity, self.identity_weight = identity, identity_weight
+        if identity is not None:
+            with torch.no_grad():
+                self.target_id = identity(target).detach()
 
     def features(self, image: torch.Tensor) -> list[torch.Tensor]:
         """Channel-normalised VGG19 activations at :data:`FEATURE_LAYERS` of ``image`` pooled to
@@ -165,10 +173,13 @@ class Reconstruction:
         return loss
 
     def extras(self, image: torch.Tensor) -> torch.Tensor | float:
-        """The optional terms (LPIPS) per sample [N], or 0."""
-        if self.lpips is None:
-            return 0.0
-        return self.lpips_weight * self.lpips(image.float(), self.target).flatten()
+        """The optional terms (LPIPS; identity: ``1 − cos`` of ArcFace embeddings) per sample [N], or 0."""
+        out = 0.0
+        if self.lpips is not None:
+            out = out + self.lpips_weight * self.lpips(image.float(), self.target).flatten()
+        if self.identity is not None:
+            out = out + self.identity_weight * (1 - (self.identity(image.float()) * self.target_id).sum(1))
+        return out
 
 
 def prepare_target(model, face: torch.Tensor) -> torch.Tensor:
@@ -286,13 +297,18 @@ def _tune(model, origin, loss: Reconstruction, pivot: torch.Tensor, steps: int, 
 def invert(model, face: torch.Tensor, method: str = "optimize", steps: int = defaults.INVERT_STEPS, *,
            generator: torch.Generator | None = None, lr: float = defaults.INVERT_LR,
            tune_lr: float = defaults.INVERT_TUNE_LR, pull: float = defaults.INVERT_PULL, lpips: float = 0.0,
+           identity: str | os.PathLike | nn.Module | None = None,
+           identity_weight: float = defaults.INVERT_IDENTITY_WEIGHT,
            start: torch.Tensor | None = None, progress: Progress | None = None) -> Inversion:
     """Invert ``face`` [N, 3, H, W] in [-1, 1] with ``method`` (see the module doc) -> :class:`Inversion`.
 
     ``steps``: Adam steps on W+ (``'optimize'``, and the pivot of ``'pti'``) and, for
     ``'pti'``, as many again on the synthesis weights (N must be 1).  ``lr``: peak learning
     rate on W+; ``tune_lr``: PTI's; ``pull``: weight of ``mean((w − w_pSp)²)`` in the
-    objective; ``lpips``: weight of an LPIPS term (needs the ``lpips`` package; 0 = off).
+    objective; ``lpips``: weight of an LPIPS term (needs the ``lpips`` package; 0 = off);
+    ``identity``: an ArcFace IR-SE50 file (``model_ir_se50.pth``) or loaded
+    :class:`blendgan.models.arcface.IdentityNet` adds ``identity_weight·(1 − cos)`` of the
+    identity embeddings (off by default).
     ``start``: W+ [N, n_latent, 512] to start from instead of the pSp codes.  ``generator``:
     accepted for a stable signature; the methods draw no random numbers (fixed noise maps),
     so the results are the same with any generator or none.  ``progress(stage, step, steps,
@@ -319,7 +335,11 @@ def invert(model, face: torch.Tensor, method: str = "optimize", steps: int = def
             raise UsageError(f"start must be [{face.shape[0]}, {model.n_latent}, {model.generator.style_dim}], "
                              f"got {tuple(start.shape)}")
         start = start.detach().to(model.device).clone()
-        loss = Reconstruction(model, target, lpips)
+        if identity is not None and not isinstance(identity, nn.Module):
+            identity = load_identity(identity)
+        if identity is not None:
+            identity = identity.to(model.device)
+        loss = Reconstruction(model, target, lpips, identity, identity_weight)
         if method == "psp" or steps == 0 and method == "optimize":
             first = loss.measure(model.generator(start.to(model.dtype)))
             return Inversion(start.to(model.dtype), model, first, first.clone(), method, steps,

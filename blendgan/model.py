@@ -131,6 +131,8 @@ class BlendGAN(nn.Module):
     def invert(self, face: torch.Tensor, method: str = "optimize", steps: int = defaults.INVERT_STEPS, *,
                generator: torch.Generator | None = None, lr: float = defaults.INVERT_LR,
                tune_lr: float = defaults.INVERT_TUNE_LR, pull: float = defaults.INVERT_PULL, lpips: float = 0.0,
+               identity: str | os.PathLike | nn.Module | None = None,
+               identity_weight: float = defaults.INVERT_IDENTITY_WEIGHT,
                start: torch.Tensor | None = None, progress: Progress | None = None) -> Inversion:
         """Face [N, 3, H, W] in [-1, 1] -> :class:`blendgan.inversion.Inversion`: ``w_plus``
         [N, n_latent, 512], the ``model`` to synthesize it with (this one, or for ``'pti'`` a
@@ -138,7 +140,8 @@ class BlendGAN(nn.Module):
         ``method``: ``'psp'`` (:meth:`encode_face`), ``'optimize'`` or ``'pti'``; the rest: see
         :func:`blendgan.inversion.invert`."""
         return invert_face(self, face, method, steps, generator=generator, lr=lr, tune_lr=tune_lr, pull=pull,
-                           lpips=lpips, start=start, progress=progress)
+                           lpips=lpips, identity=identity, identity_weight=identity_weight, start=start,
+                           progress=progress)
 
     # -- latents ---------------------------------------------------------------------------
     def mean_latent(self, n: int = defaults.TRUNCATION_MEAN, *, generator: torch.Generator) -> torch.Tensor:

@@ -340,3 +340,27 @@ def test_margins_on_the_test_checkpoint(model):
         assert float(pti.loss) < MARGIN * float(opt.loss), name
         with torch.no_grad():
             assert torch.equal(psp.w_plus, model.encode_face(x))
+
+
+def test_identity_extra_loads_an_arcface_file(tiny, face, tmp_path):
+    """An IR-SE50 file in the model_ir_se50.pth layout (seeded random weights here) adds the
+    identity term to the objective, not to the loss; a wrong file is a one-line CheckpointError."""
+    from blendgan.checkpoint import load_identity
+    from blendgan.errors import CheckpointError
+    from blendgan.models.arcface import IdentityNet
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        net = IdentityNet().eval()
+    torch.save(net.state_dict(), tmp_path / "model_ir_se50.pth")
+    loaded = load_identity(tmp_path / "model_ir_se50.pth")
+    with torch.no_grad():
+        emb = loaded(face)
+        assert emb.shape == (1, 512) and torch.allclose(emb.norm(dim=1), torch.ones(1))
+        assert torch.allclose(emb, net(face), atol=1e-5)
+    plain = tiny.invert(face, "optimize", 2)
+    with_id = tiny.invert(face, "optimize", 2, identity=tmp_path / "model_ir_se50.pth", identity_weight=10.0)
+    assert torch.equal(with_id.start_loss, plain.start_loss) and not torch.equal(with_id.w_plus, plain.w_plus)
+    torch.save({"x": torch.zeros(3)}, tmp_path / "bad.pth")
+    with pytest.raises(CheckpointError, match="bad.pth: not a valid ArcFace IR-SE50 model") as e:
+        tiny.invert(face, "optimize", 1, identity=tmp_path / "bad.pth")
+    assert "\n" not in str(e.value)
