@@ -60,6 +60,15 @@ ONNX_OPSET = 18
 # -- web page ----------------------------------------------------------------------------------
 WEB_HOST = "127.0.0.1"       # this machine only
 WEB_PORT = 7860
+#: the page's "face structure kept" (add_weight_index) on both of its tabs; the official video
+#: script's 7 (VIDEO_ADD_WEIGHT_INDEX) stays the default of `blendgan video` only
+WEB_ADD_WEIGHT_INDEX = TRANSFER_ADD_WEIGHT_INDEX
+WEB_MAX_STRENGTH = 2.0       # the strength slider ends here
+WEB_MIX_SHARE = 0.5          # share of a second style, once one is chosen
+WEB_VIDEO_STEPS = 8          # transition frames per style change (short: the page waits for it)
+WEB_VIDEO_HOLD = 3           # frames held on each style
+WEB_VIDEO_FPS = 12
+WEB_VIDEO_MAX_FRAMES = 150
 
 # -- files --------------------------------------------------------------------------------------
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")

@@ -126,9 +126,10 @@ def chromium_path() -> str | None:
     return path if os.path.exists(path) else None
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def browser():
-    """A headless Chromium driven by Playwright (skips without playwright or chromium)."""
+    """A headless Chromium driven by Playwright (skips without playwright or chromium), one for
+    the whole test session: tests open their own pages or contexts and close them."""
     sync_api = pytest.importorskip("playwright.sync_api")
     exe = chromium_path()
     if exe is None:

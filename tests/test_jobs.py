@@ -1,6 +1,8 @@
 """The jobs as library functions: outputs, resume, bad inputs, batch invariance."""
+import copy
 import errno
 import hashlib
+import json
 import os
 import random
 import shutil
@@ -11,6 +13,7 @@ import torch
 
 from blendgan import defaults, io, jobs, runtime, synthesis
 from blendgan.cache import EncodingCache
+from blendgan.errors import UsageError
 
 
 def read(path):
@@ -80,7 +83,7 @@ def test_pairs_resumed_and_sharded_runs_write_the_fresh_runs_bytes(model, tmp_pa
     shards = tmp_path / "shards"
     r0 = jobs.run_pairs(model, shards, shard=runtime.Shard(0, 2), **kw)
     r1 = jobs.run_pairs(model, shards, shard=runtime.Shard(1, 2), **kw)
-    assert [p.name for p in r0.written + r1.written] == sorted(fresh)
+    assert [p.name for p in r0.written + r1.written] == sorted(n for n in fresh if n != jobs.report.SETTINGS_FILE)
     assert not r1.skipped  # the other process's outputs are not this one's to report
     # resume after losing one image of each batch: each is redone in its original batch
     for name in ("000001.png", "000002.png"):
@@ -181,6 +184,52 @@ def test_transfer_resume_and_same_stem_inputs(model, tmp_path, sample_dirs):
     assert {p.name: p.read_bytes() for p in out.iterdir()} == fresh
 
 
+def test_a_folder_of_outputs_made_otherwise_is_refused_not_skipped(model, tmp_path, sample_dirs):
+    style = sorted(sample_dirs.styles.iterdir())[0]
+    out = tmp_path / "out"
+    kw = dict(fmt="png", progress=False)
+    first = jobs.run_transfer(model, sample_dirs.faces, style, out, **kw)
+    record = json.loads((out / jobs.report.SETTINGS_FILE).read_text())
+    assert record["job"] == "transfer" and record["settings"]["strength"] == 1.0
+    # the same settings resume; other settings would skip files made another way: refused
+    assert len(jobs.run_transfer(model, sample_dirs.faces, style, out, **kw).skipped) == len(first.written)
+    with pytest.raises(UsageError, match=r"out: holds outputs made with other settings \(preserve_color: "
+                                         r"False -> True, strength: 1.0 -> 0.6\)") as e:
+        jobs.run_transfer(model, sample_dirs.faces, style, out, strength=0.6, preserve_color=True, **kw)
+    assert "\n" not in str(e.value)
+    redone = jobs.run_transfer(model, sample_dirs.faces, style, out, strength=0.6, overwrite=True, **kw)
+    assert len(redone.written) == len(first.written)
+    assert json.loads((out / jobs.report.SETTINGS_FILE).read_text())["settings"]["strength"] == 0.6
+    # another job, another seed or another checkpoint are other settings too
+    with pytest.raises(UsageError, match="job: 'transfer' -> 'pairs'"):
+        jobs.run_pairs(model, out, pics=1, **kw)
+    jobs.run_pairs(model, tmp_path / "p", pics=1, seed=1, **kw)
+    with pytest.raises(UsageError, match="seed: 1 -> 2"):
+        jobs.run_pairs(model, tmp_path / "p", pics=1, seed=2, **kw)
+    other = copy.deepcopy(model)
+    with torch.no_grad():
+        other.generator.add_weight.mul_(0.5)
+    with pytest.raises(UsageError, match="model: "):
+        jobs.run_pairs(other, tmp_path / "p", pics=1, seed=1, **kw)
+
+
+def test_a_damaged_or_missing_settings_record_is_rewritten(model, tmp_path):
+    kw = dict(pics=1, seed=1, fmt="png", progress=False)
+    out = tmp_path / "p"
+    jobs.run_pairs(model, out, **kw)
+    record = out / jobs.report.SETTINGS_FILE
+    for damage in ("{not json", None):  # a damaged record, or outputs of a version that wrote none
+        if damage is None:
+            record.unlink()
+        else:
+            record.write_text(damage)
+        assert len(jobs.run_pairs(model, out, **kw).skipped) == 1
+        assert json.loads(record.read_text())["settings"]["seed"] == 1
+    # an empty folder takes any settings
+    (out / "000000.png").unlink()
+    assert len(jobs.run_pairs(model, out, pics=1, seed=5, fmt="png", progress=False).written) == 1
+
+
 def test_video_reports_a_bad_style_once(model, tmp_path, sample_dirs):
     pytest.importorskip("av")
     styles = tmp_path / "styles"
@@ -236,7 +285,8 @@ def test_video(model, tmp_path, sample_dirs):
         assert int(s.average_rate) == defaults.VIDEO_FPS
         n = sum(1 for _ in c.decode(video=0))
     assert n == (1 + 2 + 1) * (2 - 1) + 1
-    r2 = jobs.run_video(model, face, sample_dirs.styles, tmp_path, n_styles=2, progress=False)
+    r2 = jobs.run_video(model, face, sample_dirs.styles, tmp_path, n_styles=2, transition_steps=2, hold_frames=1,
+                        progress=False)
     assert r2.skipped == r.written and not r2.written
 
 

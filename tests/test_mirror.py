@@ -17,6 +17,7 @@ from blendgan import download as dl
 from blendgan.cli import main
 from blendgan.download import DownloadError, download, fetch_missing_defaults
 from blendgan.errors import CheckpointError
+from blendgan.jobs.report import SETTINGS_FILE
 
 
 def _save_style_encoder(path: Path, size: int = 200_000) -> None:
@@ -242,7 +243,7 @@ def test_first_command_fetches_missing_default_weights(in_empty_project, golden_
         # present now: loading them again fetches nothing
         m = BlendGAN.from_pretrained(defaults.CKPT, psp_encoder=defaults.PSP_ENCODER)
         assert len(handler.requests) == 2
-    assert len(list(out.iterdir())) == 4
+    assert len([p for p in out.iterdir() if p.name != SETTINGS_FILE]) == 4
     weights = in_empty_project / defaults.WEIGHTS_DIR
     assert sorted(p.name for p in weights.iterdir()) == ["blendgan.pt", "psp_encoder.pt"]
     with torch.no_grad():

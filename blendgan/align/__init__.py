@@ -9,11 +9,11 @@ paste restyled crops back.
 from ..errors import AlignmentUnavailable, NoFaceError
 from .detect import INSTALL_HINT, FaceAligner, load_models, model_dir
 from .geometry import (ALIGNED_SIZES, DEFAULT_SIZE, align_face, crop_quad, face_mask, face_quad, needs_alignment,
-                       paste_face, quad_to_image_matrix)
+                       paste_face, paste_faces, quad_to_image_matrix)
 from .prepare import ALIGN_MODES, FacePreparer, PreparedFace
 from .track import FaceTracker, OneEuroFilter
 
 __all__ = ["ALIGNED_SIZES", "ALIGN_MODES", "AlignmentUnavailable", "DEFAULT_SIZE", "FaceAligner", "FacePreparer",
            "FaceTracker", "INSTALL_HINT", "NoFaceError", "OneEuroFilter", "PreparedFace", "align_face", "crop_quad",
            "face_mask", "face_quad", "load_models", "model_dir", "needs_alignment", "paste_face",
-           "quad_to_image_matrix"]
+           "paste_faces", "quad_to_image_matrix"]

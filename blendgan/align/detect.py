@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 from ..errors import AlignmentUnavailable
-from .geometry import DEFAULT_SIZE, align_face
+from .geometry import DEFAULT_SIZE, align_face, face_quad
 
 INSTALL_HINT = 'pip install "blendgan[align]"'
 PREDICTOR_FILE = "shape_predictor_68_face_landmarks.dat"
@@ -155,6 +155,15 @@ class FaceAligner:
         an empty list when there is none."""
         faces = self.landmarks(rgb)
         return [align_face(rgb, lm, size) for lm in (faces if all_faces else faces[:1])]
+
+
+    def quads(self, rgb: np.ndarray, all_faces: bool = False) -> list[np.ndarray]:
+        """FFHQ crop squares [4, 2] (:func:`blendgan.align.face_quad`) of the largest face in
+        ``rgb`` [H, W, 3], or of every face, largest first; an empty list when there is none.
+        Landmarks are found only for the faces returned."""
+        img = _as_rgb_uint8(rgb)
+        boxes = self.detect(img)
+        return [face_quad(self.landmarks_in(img, box)) for box in (boxes if all_faces else boxes[:1])]
 
 
 def _largest_first(boxes):

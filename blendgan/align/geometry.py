@@ -34,7 +34,8 @@ MOUTH_LEFT, MOUTH_RIGHT = 48, 54
 
 MASK_CENTRE = (0.5, 0.53)      # paste mask in crop units (x, y): ellipse over face and hair
 MASK_AXES = (0.40, 0.45)
-MASK_FEATHER = 0.06            # Gaussian sigma of the mask edge, in crop units
+MASK_FEATHER = 0.04            # Gaussian sigma of the mask edge, in crop units
+MASK_REACH = 3.0               # the hard mask stops this many sigmas inside the crop's edge
 
 
 # -- the crop -----------------------------------------------------------------------------------
@@ -157,12 +158,21 @@ def needs_alignment(rgb: np.ndarray) -> bool:
 # -- pasting back -------------------------------------------------------------------------------
 @functools.lru_cache(maxsize=8)
 def face_mask(size: int) -> np.ndarray:
-    """Feathered ellipse over face and hair of an FFHQ crop: float32 [size, size] in [0, 1]."""
+    """Feathered ellipse over face and hair of an FFHQ crop: float32 [size, size] in [0, 1].
+
+    The hard ellipse is first cut back (eroded) to ``MASK_REACH`` feather widths inside the
+    crop's edge, then blurred: the mask falls smoothly to exactly 0 before the edge of the
+    crop, so a pasted face leaves no step where the crop ends (the ellipse alone reaches past
+    the crop's bottom edge, which left a seam under the chin).
+    """
     ys, xs = (np.mgrid[:size, :size].astype(np.float32) + 0.5) / size
     r = np.hypot((xs - MASK_CENTRE[0]) / MASK_AXES[0], (ys - MASK_CENTRE[1]) / MASK_AXES[1])
-    hard = (r <= 1.0).astype(np.float32)
+    inset = MASK_REACH * MASK_FEATHER
+    inside = (np.minimum(xs, 1 - xs) >= inset) & (np.minimum(ys, 1 - ys) >= inset)
+    hard = ((r <= 1.0) & inside).astype(np.float32)
     sigma = MASK_FEATHER * size
-    soft = cv2.GaussianBlur(hard, (0, 0), sigmaX=sigma, sigmaY=sigma) if sigma >= 0.5 else hard
+    soft = (cv2.GaussianBlur(hard, (0, 0), sigmaX=sigma, sigmaY=sigma, borderType=cv2.BORDER_CONSTANT)
+            if sigma >= 0.5 else hard)
     soft = np.where(soft < 1 / 512, 0.0, np.minimum(soft, 1.0)).astype(np.float32)  # exact 0 outside
     soft.setflags(write=False)
     return soft
@@ -193,3 +203,16 @@ def paste_face(frame: np.ndarray, face: np.ndarray, quad: np.ndarray) -> np.ndar
     roi = out[y0:y1, x0:x1].astype(np.float32)
     out[y0:y1, x0:x1] = np.clip(np.rint(roi + (warped.astype(np.float32) - roi) * alpha), 0, 255).astype(np.uint8)
     return out
+
+
+def paste_faces(photo: np.ndarray, faces: Sequence[np.ndarray], quads: Sequence[np.ndarray]) -> np.ndarray:
+    """Paste several restyled crops ``faces`` ([S, S, 3] each, of ``quads`` [4, 2] in the same
+    order, largest face first as the aligner lists them) into ``photo`` [H, W, 3] with
+    :func:`paste_face`; the last is pasted first, so the largest face is on top where masks
+    overlap.  Returns a new photo [H, W, 3] (uint8); pixels outside every mask are unchanged."""
+    if len(faces) != len(quads):
+        raise ValueError(f"{len(faces)} faces for {len(quads)} quads")
+    out = photo
+    for face, quad in reversed(list(zip(faces, quads))):
+        out = paste_face(out, face, quad)
+    return out.copy() if out is photo else out

@@ -123,9 +123,10 @@ def names(name: str, snake: bool) -> list[str]:
 
 
 def add_runtime_flags(p: argparse.ArgumentParser, snake: bool = False, seed: bool = True,
-                      images: bool = True) -> None:
+                      images: bool = True, resumable: bool = True) -> None:
     """Flags every job takes (``snake`` spells them with underscores too, for the scripts);
-    ``seed`` for jobs that draw random numbers, ``images`` for jobs that write images."""
+    ``seed`` for jobs that draw random numbers, ``images`` for jobs that write images,
+    ``resumable`` for jobs that skip the outputs they find."""
     if seed:
         p.add_argument("--seed", type=int, default=defaults.SEED, help="random seed (default %(default)s)")
     p.add_argument("--device", type=device_arg, default="auto",
@@ -135,7 +136,10 @@ def add_runtime_flags(p: argparse.ArgumentParser, snake: bool = False, seed: boo
     if images:
         p.add_argument("--format", choices=io.FORMATS, default=defaults.FORMAT,
                        help="output image format; png is lossless (default %(default)s)")
-    p.add_argument("--overwrite", action="store_true", help="redo outputs that already exist")
+    if resumable:
+        p.add_argument("--overwrite", action="store_true",
+                       help="redo outputs that already exist (else they are skipped, and a folder holding "
+                            "outputs made with other settings is refused)")
     p.add_argument("--quiet", action="store_true", help="no progress bars or info messages")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the generator: on GPUs faster on long jobs after a one-off compile; "

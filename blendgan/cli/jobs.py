@@ -5,9 +5,10 @@ import argparse
 import logging
 
 from .. import defaults
+from ..align import FaceAligner
 from ..errors import UsageError
 from ..io.video import gif_delay
-from ..jobs import (is_video_path, load_sample_zs, run_pairs, run_ramp, run_transfer, run_video,
+from ..jobs import (is_video_path, load_sample_zs, run_pairs, run_paste_back, run_ramp, run_transfer, run_video,
                     stylize_video_folder)
 from ..model import BlendGAN
 from ..runtime import configure_backends, process_group
@@ -103,12 +104,21 @@ class TransferCommand(Command):
     @classmethod
     def add_arguments(cls, p: argparse.ArgumentParser) -> None:
         A.add_folder_job_flags(p, "outputs/transfer", defaults.TRANSFER_ADD_WEIGHT_INDEX, "face image or folder")
+        p.add_argument("--paste-back", action="store_true",
+                       help="real photos out: find the face in each photo (needs blendgan[align]), stylize it "
+                            "and paste it back; {face}_v_{style}.jpg is then the whole photo (--align does not apply)")
+        p.add_argument("--all-faces", action="store_true",
+                       help="with --paste-back: every face of each photo (default: the largest)")
         A.add_control_flags(p)
         A.add_invert_flags(p)
         A.add_runtime_flags(p, seed=False)
 
     def run(self, a: argparse.Namespace) -> int:
+        if getattr(a, "all_faces", False) and not getattr(a, "paste_back", False):
+            raise UsageError("--all-faces needs --paste-back")
         A.check_paths(a)
+        if getattr(a, "paste_back", False):
+            return self.paste_back(a)
         with process_group(a.device) as env:
             model = _open(a, env.device)
             report = run_transfer(model, a.input_img_path, a.style_img_path, a.outdir,
@@ -116,6 +126,18 @@ class TransferCommand(Command):
                                   overwrite=a.overwrite, progress=not a.quiet and env.main,
                                   cache_dir=a.cache_dir, shard=env.shard, align=a.align, **controls(a),
                                   **inversion(a))
+        return finish(report, a.outdir)
+
+    @staticmethod
+    def paste_back(a: argparse.Namespace) -> int:
+        """``--paste-back``: dlib is loaded before the model, so a missing extra costs no loading time."""
+        aligner = FaceAligner().load()
+        with process_group(a.device) as env:
+            model = _open(a, env.device)
+            report = run_paste_back(model, a.input_img_path, a.style_img_path, a.outdir, all_faces=a.all_faces,
+                                    add_weight_index=a.add_weight_index, batch_size=a.batch_size, fmt=a.format,
+                                    overwrite=a.overwrite, progress=not a.quiet and env.main, cache_dir=a.cache_dir,
+                                    shard=env.shard, aligner=aligner, **controls(a))
         return finish(report, a.outdir)
 
 

@@ -4,9 +4,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .. import defaults, io
+from .. import defaults
 from ..controls import Controls
-from ..jobs import JobReport
 from ..jobs.sheet import CELL_SIZE, SWEEPABLE, run_sheet
 from ..runtime import process_group
 from . import arguments as A
@@ -47,7 +46,7 @@ class SheetCommand(Command):
                        help="face image or folder")
         p.add_argument("--style", "--style-img-path", dest="style_img_path", required=True,
                        help="style image or folder")
-        p.add_argument("--out", default="outputs/sheet.jpg", help="the sheet, .jpg or .png (default %(default)s)")
+        p.add_argument("--out", default="outputs/sheet.jpg", help="the sheet, .jpg or .png, rewritten by each run (default %(default)s)")
         p.add_argument("--sweep", type=sweep_arg, default=None, metavar="NAME=V1,V2,...",
                        help="vary one control: strength, add-weight-index or preserve-color (on/off)")
         p.add_argument("--cell-size", type=A.int_at_least(16), default=CELL_SIZE,
@@ -56,14 +55,12 @@ class SheetCommand(Command):
         A.add_align_flag(p)
         A.add_index_flag(p, defaults.TRANSFER_ADD_WEIGHT_INDEX)
         A.add_control_flags(p)
-        A.add_runtime_flags(p, seed=False, images=False)
+        A.add_runtime_flags(p, seed=False, images=False, resumable=False)
 
     def run(self, a: argparse.Namespace) -> int:
         out = Path(a.out)
         a.outdir = str(out.parent)
         A.check_paths(a)
-        if io.is_done(out) and not a.overwrite:
-            return finish(JobReport(skipped=[out]), out)
         with process_group(a.device) as env:
             model = open_model(a.ckpt, a.psp_encoder, env.device, a.size, a.channel_multiplier, a.precision,
                                a.compile, a.offline)

@@ -29,8 +29,8 @@ from ..controls import Strength, check_strength
 from ..errors import DependencyError, UsageError, VideoError
 from ..io.images import check_size
 from ..io.video import CONTAINERS, DEFAULT_CRF
-from .refine import check_invert, stylize_crops
-from .report import JobReport, fail, write_failed
+from .refine import check_invert, invert_record, stylize_crops
+from .report import JobReport, claim_outdir, fail, model_tag, write_failed
 
 DEFAULT_ALIGN_SIZE = defaults.FACE_VIDEO_ALIGN_SIZE
 # audio codecs the containers accept as they are (others are re-encoded to AAC)
@@ -209,6 +209,10 @@ def stylize_video_folder(model, input_video: str | os.PathLike, style_dir: str |
     input_video = Path(input_video)
     styles = io.input_images(style_dir, "style")
     outdir = io.prepare_outdir(outdir)
+    pixels = {k: v for k, v in options.items()  # not how it looks
+              if k not in ("progress", "batch_size", "invert", "invert_steps")}
+    pixels.update(invert_record(options.get("invert", defaults.INVERT_METHOD), options.get("invert_steps")))
+    claim_outdir(outdir, "face video", {"model": model_tag(model), "video": input_video.name, **pixels}, overwrite)
     names = io.output_stems(styles)
     aligner = (aligner or FaceAligner()).load()  # loaded once for every style
     report = JobReport()

@@ -1,6 +1,7 @@
 """``blendgan pairs``: random faces, natural and stylized side by side."""
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import Sequence
@@ -15,7 +16,7 @@ from ..errors import UsageError
 from ..model import BlendGAN
 from ..runtime import Shard, make_generator
 from ..synthesis import batches, face_codes, sample_zs, stylized_pairs
-from .report import BackgroundWriter, JobReport, out_path, overlapped, writer_threads
+from .report import BackgroundWriter, JobReport, claim_outdir, model_tag, out_path, overlapped, writer_threads
 
 
 def load_sample_zs(path: str | Path, pics: int, dim: int = 512) -> torch.Tensor:
@@ -59,7 +60,14 @@ def run_pairs(model: BlendGAN, outdir: str | Path, pics: int = defaults.PAIRS_PI
     else:
         z_style = torch.randn(1, model.generator.style_dim, generator=g, device=model.device)
     dim = model.generator.style_dim
+    given = zs is not None
     zs = sample_zs(pics, g, dim) if zs is None else face_codes(zs, pics, dim).to(model.device)
+    claim_outdir(outdir, "pairs", {
+        "model": model_tag(model), "seed": seed, "truncation": t, "truncation_mean": truncation_mean,
+        "add_weight_index": add_weight_index, "style_images": [Path(p).name for p in images],
+        "style_weights": style_weights, "strength": strength, "preserve_color": preserve_color,
+        "face_codes": hashlib.sha256(zs.cpu().numpy().tobytes()).hexdigest()[:16] if given else None,
+    }, overwrite)
     paths = [out_path(outdir, f"{i:06d}", fmt) for i in range(pics)]
     # Batches are fixed by index, not by what is on disk: a resumed or sharded run computes
     # each image in the batch a fresh single-process run computes it in (the same bytes).

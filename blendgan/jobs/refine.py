@@ -21,6 +21,14 @@ def check_invert(method: str, steps: int | None) -> int:
     return steps
 
 
+def invert_record(method: str, steps: int | None) -> dict:
+    """The inversion settings for a folder's settings record (none for 'psp', so records made
+    before ``--invert`` existed still match)."""
+    if method == "psp":
+        return {}
+    return {"invert": method, "invert_steps": defaults.INVERT_STEPS if steps is None else steps}
+
+
 def refine_face(session: Session, face: Face, method: str, steps: int | None) -> Face:
     """``face`` refined by ``method`` (the session caches it; 'psp' returns ``face`` as it is);
     the job log gets its reconstruction loss before and after and the time taken."""

@@ -9,6 +9,8 @@ written either (:func:`write_failed`), and overlaps GPU compute with host writes
 from __future__ import annotations
 
 import errno
+import hashlib
+import json
 import logging
 import os
 from collections import deque
@@ -20,6 +22,7 @@ from typing import Iterable, Iterator, TypeVar
 import torch
 
 from .. import io
+from ..errors import UsageError
 
 log = logging.getLogger("blendgan")
 T = TypeVar("T")
@@ -55,6 +58,65 @@ def write_failed(report: JobReport, path: Path, exc: OSError) -> None:
     if exc.errno in FATAL_WRITE_ERRNOS:
         raise OSError(exc.errno, reason) from None
     fail(report, path, OSError(reason))
+
+
+#: The settings a folder's outputs were made with, written beside them (see :func:`claim_outdir`).
+SETTINGS_FILE = ".blendgan-job.json"
+
+
+def model_tag(model) -> str:
+    """A short fingerprint of a model's weights: its first and last tensors and the learned
+    blend weights (cheap: it tells checkpoints apart, it does not vouch for every weight)."""
+    h = hashlib.sha256()
+    tensors = list(model.state_dict().items())
+    for name, t in tensors[:1] + tensors[-1:] + [(n, t) for n, t in tensors if n.endswith("add_weight")]:
+        h.update(name.encode())
+        h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _jsonable(value):
+    """``value`` as plain JSON data: paths as strings, tensors and tuples as lists."""
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    return value
+
+
+def claim_outdir(outdir: Path, job: str, settings: dict, overwrite: bool = False) -> None:
+    """Record the ``settings`` that change a ``job``'s pixels in ``outdir/`` :data:`SETTINGS_FILE`.
+
+    Jobs skip outputs that already exist, which is only right when they were made the same
+    way: if the folder holds outputs made with other settings (another strength, style or
+    checkpoint), this raises a one-line :class:`UsageError` naming what differs, unless
+    ``overwrite`` (the outputs are redone under the new record)."""
+    record = outdir / SETTINGS_FILE
+    new = {"job": job, "settings": _jsonable(settings)}
+    try:
+        old = json.loads(record.read_text())
+    except FileNotFoundError:
+        old = None
+    except (OSError, ValueError):  # damaged or unreadable: nothing to compare with
+        old = None
+    if old == new:
+        return
+    has_outputs = any(p.is_file() and p.name != SETTINGS_FILE and not p.name.startswith(".")
+                      for p in outdir.iterdir())
+    if isinstance(old, dict) and has_outputs and not overwrite:
+        before = old.get("settings", {}) if old.get("job") == job else {}
+        changed = sorted(k for k in set(before) | set(new["settings"])
+                         if before.get(k) != new["settings"].get(k)) if before else ["job"]
+        what = ", ".join(f"{k}: {before.get(k)!r} -> {new['settings'].get(k)!r}" if k != "job"
+                         else f"job: {old.get('job')!r} -> {job!r}" for k in changed[:4])
+        raise UsageError(f"{outdir}: holds outputs made with other settings ({what}); "
+                         "choose another output folder, or overwrite them (--overwrite)")
+    with io.atomic_path(record) as tmp:
+        tmp.write_text(json.dumps(new, indent=1, sort_keys=True) + "\n")
 
 
 def out_path(outdir: Path, stem: str, fmt: str) -> Path:

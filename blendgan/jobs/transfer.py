@@ -16,8 +16,8 @@ from ..model import BlendGAN
 from ..runtime import Shard
 from ..session import Session
 from ..synthesis import batches, transfer_batches
-from .refine import check_invert, refine_face
-from .report import BackgroundWriter, JobReport, fail, out_path, overlapped, writer_threads
+from .refine import check_invert, invert_record, refine_face
+from .report import BackgroundWriter, JobReport, claim_outdir, fail, model_tag, out_path, overlapped, writer_threads
 
 
 #: style panels kept in memory during a transfer (more are read again when needed)
@@ -59,6 +59,9 @@ def run_transfer(model: BlendGAN, input_dir: str | Path, style_dir: str | Path, 
     faces, styles = io.input_images(input_dir, "face"), io.input_images(style_dir, "style")
     session = Session(model, align=align, cache_dir=cache_dir)
     outdir = io.prepare_outdir(outdir)
+    claim_outdir(outdir, "transfer", {"model": model_tag(model), "add_weight_index": add_weight_index,
+                                      "strength": strength, "preserve_color": preserve_color, "align": align,
+                                      **invert_record(invert, invert_steps)}, overwrite)
     report = JobReport()
     planned, clashes = transfer_outputs(faces, styles, outdir, fmt)
     for f, s, p in clashes if shard.rank == 0 else ():  # reported once, not by every process

@@ -18,8 +18,8 @@ from ..model import BlendGAN
 from ..runtime import Shard
 from ..session import Session, Style
 from ..synthesis import slide_window, strength_ramp, style_tour, transition_alphas
-from .refine import check_invert, refine_face
-from .report import JobReport, fail, overlapped, write_failed
+from .refine import check_invert, invert_record, refine_face
+from .report import JobReport, claim_outdir, fail, model_tag, overlapped, write_failed
 
 
 @torch.inference_mode()
@@ -47,6 +47,11 @@ def run_video(model: BlendGAN, input_dir: str | Path, style_dir: str | Path, out
     faces, styles = io.input_images(input_dir, "face"), io.input_images(style_dir, "style")
     session = Session(model, align=align, cache_dir=cache_dir)
     outdir = io.prepare_outdir(outdir)
+    claim_outdir(outdir, "video", {
+        "model": model_tag(model), "add_weight_index": add_weight_index, "styles": [s.name for s in styles],
+        "n_styles": n_styles, "seed": seed, "fps": fps, "transition_steps": transition_steps,
+        "hold_frames": hold_frames, "layout": layout, "strength": strength, "preserve_color": preserve_color,
+        "align": align, **invert_record(invert, invert_steps)}, overwrite)
     report = JobReport()
 
     @functools.lru_cache(maxsize=64)
@@ -132,6 +137,11 @@ def run_ramp(model: BlendGAN, input_dir: str | Path, style_dir: str | Path, outd
     faces, styles = io.input_images(input_dir, "face"), io.input_images(style_dir, "style")
     session = Session(model, align=align, cache_dir=cache_dir)
     outdir = io.prepare_outdir(outdir)
+    claim_outdir(outdir, "ramp", {
+        "model": model_tag(model), "add_weight_index": add_weight_index, "fps": fps,
+        "transition_steps": transition_steps, "hold_frames": hold_frames, "layout": layout,
+        "strength": peak, "preserve_color": preserve_color, "align": align,
+        **invert_record(invert, invert_steps)}, overwrite)
     report = JobReport()
     up = [peak * a for a in transition_alphas(transition_steps, hold_frames)]
     strengths = up + up[::-1]

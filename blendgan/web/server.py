@@ -8,7 +8,7 @@ import torch
 
 from .. import defaults
 from ..model import BlendGAN
-from .page import build_app, import_gradio
+from .page import build_app, import_gradio, page_assets
 from .uploads import MAX_UPLOAD_BYTES
 
 log = logging.getLogger("blendgan")
@@ -19,8 +19,9 @@ DEFAULT_PORT = defaults.WEB_PORT
 
 def launch_kwargs(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, max_file_size: int = MAX_UPLOAD_BYTES) -> dict:
     """The ``Blocks.launch`` arguments of the demo: local only, no share link, no SSR (which
-    needs Node), no MCP server, no monitoring, no run history, uploads capped at ``max_file_size`` bytes."""
-    return dict(server_name=host, server_port=int(port), share=False, ssr_mode=False, mcp_server=False,
+    needs Node), no MCP server, no monitoring, no run history, uploads capped at ``max_file_size`` bytes;
+    the page's theme (system fonts), CSS and script (:func:`blendgan.web.page.page_assets`)."""
+    return dict(**page_assets(), server_name=host, server_port=int(port), share=False, ssr_mode=False, mcp_server=False,
                 enable_monitoring=False, pwa=False, run_history=False, max_file_size=int(max_file_size),
                 show_error=False, inbrowser=False)
 

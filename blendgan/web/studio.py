@@ -18,6 +18,7 @@ import threading
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import cv2
 import numpy as np
 import torch
 
@@ -30,12 +31,12 @@ from .uploads import MAX_UPLOAD_BYTES, MAX_UPLOAD_SIDE, WebError, decode_upload,
 
 CACHE_SIZE = 32                       # face codes and style codes kept (each)
 KEEP_FILES = 64                       # PNG / MP4 files kept in the demo's temporary folder
-VIDEO_MAX_FRAMES = 150
-VIDEO_STEPS = 8                       # transition frames per style change (the CLI uses 20)
-VIDEO_HOLD = 3
-VIDEO_FPS = 12
+VIDEO_MAX_FRAMES = defaults.WEB_VIDEO_MAX_FRAMES
+VIDEO_STEPS = defaults.WEB_VIDEO_STEPS
+VIDEO_HOLD = defaults.WEB_VIDEO_HOLD
+VIDEO_FPS = defaults.WEB_VIDEO_FPS
 PREVIEW_SIDE = 512                    # style previews are shown at most this large
-MAX_STRENGTH = 2.0                    # the page's strength slider ends here
+MAX_STRENGTH = defaults.WEB_MAX_STRENGTH
 
 
 def describe(ref: dict | None) -> str:
@@ -66,6 +67,10 @@ class Studio:
         self.workdir = Path(tempfile.mkdtemp(prefix="blendgan-web-") if workdir is None else workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._files_guard = threading.Lock()
+        # what holds the model now and how many jobs wait for it (the page's "waiting" line)
+        self._turns_guard = threading.Lock()
+        self._activity: str | None = None
+        self._waiting = 0
 
     # -- housekeeping ------------------------------------------------------------------------
     @property
@@ -102,6 +107,37 @@ class Studio:
             for _, old in files[:max(0, len(files) - KEEP_FILES + 1)]:
                 old.unlink(missing_ok=True)
             return self.workdir / f"{stem}_{secrets.token_hex(3)}{suffix}"
+
+    @property
+    def activity(self) -> str | None:
+        """What is using the model now ("a video, frame 3/14" ...), or None when it is free."""
+        return self._activity
+
+    @property
+    def waiting(self) -> int:
+        """How many jobs wait for the model now (not counting the one running)."""
+        return self._waiting
+
+    @contextlib.contextmanager
+    def turn(self, what: str):
+        """Hold the model for one job described by ``what`` (shown to those waiting meanwhile)."""
+        with self._turns_guard:
+            self._waiting += 1
+        try:
+            self.lock.acquire()
+        finally:
+            with self._turns_guard:
+                self._waiting -= 1
+        try:
+            self._activity = what
+            yield
+        finally:
+            self._activity = None
+            self.lock.release()
+
+    def _report(self, what: str) -> None:
+        """Update the description of the job holding the model (its progress)."""
+        self._activity = what
 
     @property
     def can_encode_faces(self) -> bool:
@@ -183,6 +219,19 @@ class Studio:
         seed = secrets.randbelow(2**31) if seed is None else int(seed)
         return {"kind": "seed", "seed": seed, "name": f"random style {seed}"}
 
+    def style_swatch(self, ref: dict, side: int = 256) -> np.ndarray:
+        """A picture standing for a random style code (it has none): RGB uint8 [side, side, 3],
+        colours drawn from the seed, with "random style" and the seed written on it."""
+        g = np.random.default_rng(int(ref.get("seed", 0)))
+        corners = g.integers(40, 230, size=(2, 2, 3)).astype(np.float32)
+        swatch = cv2.resize(corners, (side, side), interpolation=cv2.INTER_LINEAR).astype(np.uint8)
+        for text, y in (("random style", side // 2 - 8), (f"seed {ref.get('seed', '?')}", side // 2 + 24)):
+            (w, _), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.8, 2)
+            for colour, thick in (((0, 0, 0), 4), ((255, 255, 255), 2)):
+                cv2.putText(swatch, text, ((side - w) // 2, y), cv2.FONT_HERSHEY_SIMPLEX, 0.8, colour, thick,
+                            cv2.LINE_AA)
+        return swatch
+
     def face_code(self, ref: dict) -> torch.Tensor:
         return self.code("face", ref)
 
@@ -239,7 +288,7 @@ class Studio:
                mix: float = 0.0) -> np.ndarray:
         """The stylized face, RGB uint8 [size, size, 3]; encoders run only on a cache miss."""
         i, s = self._index(add_weight_index), self._strength(strength)
-        with self.lock:
+        with self.turn("another result"):
             face = self.face_code(face_ref)
             styles, weights = self._styles(style_ref, mix_ref, mix)
             return self.session.render(face, styles, i, s, preserve_color=bool(preserve_color), style_weights=weights)
@@ -267,7 +316,7 @@ class Studio:
             raise WebError(f"that would be {total} frames (limit {VIDEO_MAX_FRAMES}); "
                            "use fewer styles or fewer transition frames")
         path = self.new_file("blendgan_video", ".mp4")
-        with self.lock:
+        with self.turn(f"a video (frame 0/{total})"):
             face = self.face_code(face_ref)
             codes = [self.style_code(r) for r in style_refs]
             done, last = 0, None
@@ -277,6 +326,7 @@ class Studio:
                     writer.write(frames)
                     last = frames[-1]
                     done += len(frames)
+                    self._report(f"a video (frame {done}/{total})")
                     if progress is not None:
                         progress(done, total)
                 if hold:
