@@ -9,12 +9,14 @@ import logging
 import threading
 from collections import OrderedDict
 from pathlib import Path
-from typing import Callable, Hashable
+from typing import Callable, Hashable, Mapping
 
 import torch
+from torch import nn
 
 from . import io
 from .checkpoint import save_file, weights_fingerprint
+from .inversion import SYNTHESIS_PARTS
 
 log = logging.getLogger("blendgan")
 
@@ -55,6 +57,23 @@ def is_style(kind: str) -> bool:
     return kind.startswith("style")
 
 
+def is_refined(kind: str) -> bool:
+    """Whether entries of ``kind`` are refined inversions (:meth:`blendgan.Session.refine`)."""
+    return kind.startswith("refine")
+
+
+def inversion_parts(model) -> nn.Module:
+    """A container of every network an inversion's result depends on: the pSp encoder (its
+    start), the synthesis network and noise maps, and the VGG19 of the style encoder (its loss)."""
+    g = model.generator
+    parts = nn.ModuleDict({name: getattr(g, name) for name in (*SYNTHESIS_PARTS, "noises")})
+    if model.psp is not None:
+        parts["psp"] = model.psp
+    if hasattr(g, "embedder"):
+        parts["vgg"] = g.embedder.embedder
+    return parts
+
+
 class EncodingCache:
     """Face codes (W+) and style codes (z_embed) on disk, so a rerun over the same images
     skips encoding.  An entry is keyed by the image's content digest, the preprocessing
@@ -73,7 +92,10 @@ class EncodingCache:
         """Hash of every weight and buffer of the encoder behind ``kind`` (names, shapes and
         values), so that a code computed by other weights is never reused."""
         if kind not in self._prints:
-            net = self.model.generator.embedder if is_style(kind) else self.model.psp
+            if is_refined(kind):
+                net = inversion_parts(self.model)
+            else:
+                net = self.model.generator.embedder if is_style(kind) else self.model.psp
             self._prints[kind] = weights_fingerprint(net, salt=f"{kind}:{self.model.dtype}")
         return self._prints[kind]
 
@@ -102,6 +124,44 @@ class EncodingCache:
             except OSError as exc:
                 self.off = str(exc)
                 log.warning("%s; the encoding cache is off for the rest of this job", exc)
+        return value
+
+    def get_record(self, kind: str, digest: str, compute: Callable[[], dict[str, torch.Tensor]],
+                   shapes: Mapping[str, tuple[int, ...]]) -> dict[str, torch.Tensor]:
+        """Like :meth:`get` for a record of named tensors (a refined inversion: its W+, losses and,
+        for PTI, tuned weights): an entry without exactly the names of ``shapes``, each of
+        that shape and finite, is recomputed and replaced."""
+        path = self.path(kind, digest)
+        cached = self._load_record(path, shapes) if path.exists() or path.is_symlink() else None
+        if cached is not None:
+            return cached
+        value = compute()
+        if self.off is None:
+            try:
+                save_file({k: v.detach().cpu().clone() for k, v in value.items()}, path)
+            except OSError as exc:
+                self.off = str(exc)
+                log.warning("%s; the encoding cache is off for the rest of this job", exc)
+        return value
+
+    def _load_record(self, path: Path, shapes: Mapping[str, tuple[int, ...]]) -> dict[str, torch.Tensor] | None:
+        """A usable record at ``path``, or None (with a warning saying why it is recomputed)."""
+        reason = io.not_regular(path)
+        if reason:
+            log.warning("%s; recomputing", reason)
+            return None
+        try:
+            value = torch.load(path, map_location=self.model.device, weights_only=True)
+        except Exception:  # a damaged entry is recomputed
+            log.warning("%s: damaged cache entry, recomputing", path)
+            return None
+        if not isinstance(value, dict) or set(value) != set(shapes) or any(
+                not isinstance(v, torch.Tensor) or tuple(v.shape) != tuple(shapes[k]) for k, v in value.items()):
+            log.warning("%s: cache entry is not the expected record, recomputing", path)
+            return None
+        if any(not v.is_floating_point() or not bool(torch.isfinite(v).all()) for v in value.values()):
+            log.warning("%s: cache entry holds values that are not finite numbers, recomputing", path)
+            return None
         return value
 
     def _load(self, kind: str, path: Path) -> torch.Tensor | None:

@@ -27,6 +27,7 @@ from torch import nn
 from .errors import CheckpointError
 from .io.files import atomic_path, file_kind
 from .models import Generator, PSPEncoder
+from .models.arcface import IdentityNet
 
 # The one table of key renamings applied on load: (pattern, replacement).  Official files
 # need none; these cover common re-saves (DataParallel / DDP wrappers, torch.compile).
@@ -316,6 +317,16 @@ def load_psp(path: str | os.PathLike, n_latent: int | None = None) -> PSPEncoder
     enc = _meta_build(PSPEncoder, n_styles)
     _check_and_assign(enc, sd, path, "pSp encoder (IR-SE50)")
     return enc.eval().requires_grad_(False)
+
+
+def load_identity(path: str | os.PathLike) -> IdentityNet:
+    """Load an ArcFace IR-SE50 file (``model_ir_se50.pth``, a plain state dict) on the CPU."""
+    obj = load_file(path)
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"{path}: expected the state dict of an ArcFace IR-SE50 model (model_ir_se50.pth)")
+    net = _meta_build(IdentityNet)
+    _check_and_assign(net, _float32(dict(obj)), path, "ArcFace IR-SE50 model")
+    return net.eval().requires_grad_(False)
 
 
 def summarize(path: str | os.PathLike) -> str:

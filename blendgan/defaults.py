@@ -38,6 +38,14 @@ VIDEO_TRANSITION_STEPS = 20  # sigmoid samples per style change
 VIDEO_HOLD_FRAMES = 10       # frames held on each style, and on the last frame
 VIDEO_LAYOUTS = ("triptych", "output")
 
+# -- inversion (blendgan.inversion) ------------------------------------------------------------
+INVERT_METHOD = "psp"        # the official encoder alone
+INVERT_STEPS = 100           # Adam steps on W+ (and as many on the weights for pti)
+INVERT_LR = 0.01             # peak learning rate on W+
+INVERT_TUNE_LR = 3e-4        # pivotal tuning's learning rate on the synthesis weights
+INVERT_PULL = 0.01           # weight of mean((w - w_pSp)^2) in the W+ objective
+INVERT_IDENTITY_WEIGHT = 0.1  # weight of the optional ArcFace identity loss (as pSp's id_lambda)
+
 # -- faces --------------------------------------------------------------------------------------
 ALIGN_MODES = ("never", "auto", "always")
 ALIGN_SIZE = 1024            # side of the crops `blendgan align` writes

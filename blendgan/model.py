@@ -12,6 +12,8 @@ from . import defaults
 from .controls import Strength, check_style_weights, face_weights
 from .download import fetch_missing_defaults
 from .errors import CheckpointError, UsageError
+from .inversion import Inversion, Progress
+from .inversion import invert as invert_face
 from .models import Generator, PSPEncoder
 from .runtime import resolve_device, resolve_dtype
 
@@ -125,6 +127,21 @@ class BlendGAN(nn.Module):
         if self.psp is None:
             raise RuntimeError("no pSp encoder loaded: pass psp_encoder=... to BlendGAN.from_pretrained")
         return self.psp(self._encoder_input(face))
+
+    def invert(self, face: torch.Tensor, method: str = "optimize", steps: int = defaults.INVERT_STEPS, *,
+               generator: torch.Generator | None = None, lr: float = defaults.INVERT_LR,
+               tune_lr: float = defaults.INVERT_TUNE_LR, pull: float = defaults.INVERT_PULL, lpips: float = 0.0,
+               identity: str | os.PathLike | nn.Module | None = None,
+               identity_weight: float = defaults.INVERT_IDENTITY_WEIGHT,
+               start: torch.Tensor | None = None, progress: Progress | None = None) -> Inversion:
+        """Face [N, 3, H, W] in [-1, 1] -> :class:`blendgan.inversion.Inversion`: ``w_plus``
+        [N, n_latent, 512], the ``model`` to synthesize it with (this one, or for ``'pti'`` a
+        copy with tuned synthesis weights; N must be 1), ``loss`` [N] (reconstruction loss).
+        ``method``: ``'psp'`` (:meth:`encode_face`), ``'optimize'`` or ``'pti'``; the rest: see
+        :func:`blendgan.inversion.invert`."""
+        return invert_face(self, face, method, steps, generator=generator, lr=lr, tune_lr=tune_lr, pull=pull,
+                           lpips=lpips, identity=identity, identity_weight=identity_weight, start=start,
+                           progress=progress)
 
     # -- latents ---------------------------------------------------------------------------
     def mean_latent(self, n: int = defaults.TRUNCATION_MEAN, *, generator: torch.Generator) -> torch.Tensor:

@@ -28,7 +28,7 @@ from typing import Any, Iterator, Sequence, Union
 import numpy as np
 import torch
 
-from . import defaults, io
+from . import defaults, inversion, io
 from .align.prepare import FacePreparer
 from .cache import LRU, EncodingCache
 from .controls import Strength
@@ -41,6 +41,8 @@ from .synthesis import style_tour
 ImageSource = Union[str, os.PathLike, bytes, np.ndarray]
 
 DEFAULT_CAPACITY = 256
+#: PTI results kept in memory per session (each holds a copy of the synthesis weights)
+TUNED_KEPT = 2
 
 _MODEL_LOCKS: "weakref.WeakKeyDictionary[Any, threading.RLock]" = weakref.WeakKeyDictionary()
 _LOCKS_GUARD = threading.Lock()
@@ -59,12 +61,22 @@ def model_lock(model) -> threading.RLock:
 class Face:
     """A face the session has encoded: ``w_plus`` [1, n_latent, 512], the RGB uint8 image it
     came from (aligned and resized as encoded; for a random face, its natural image) and notes
-    for the user.  ``key`` identifies it by content (``sha256:…``) or seed (``seed:…``)."""
+    for the user.  ``key`` identifies it by content (``sha256:…``) or seed (``seed:…``).
+
+    After :meth:`Session.refine`: ``inversion`` names the method, ``loss`` and ``start_loss``
+    are the reconstruction losses after and before (:mod:`blendgan.inversion`), ``seconds``
+    the time the refinement took (when it was computed, cached or not), and ``model`` is the
+    model to synthesize it with when that is not the session's (PTI's tuned copy)."""
     key: str
     name: str
     w_plus: torch.Tensor
     image: np.ndarray | None = None
     notes: tuple[str, ...] = ()
+    inversion: str = "psp"
+    loss: float | None = None
+    start_loss: float | None = None
+    seconds: float | None = None
+    model: Any = None
 
 
 @dataclass(frozen=True)
@@ -116,8 +128,11 @@ class Session:
         self.prepare = FacePreparer(align, model.size, aligner=aligner, optional=align_optional)
         self.disk = EncodingCache(cache_dir, model) if cache_dir is not None else None
         self.faces = LRU(capacity)     # (kind, key) -> w_plus [1, n_latent, 512]
+        self.refined = LRU(capacity)   # (settings, key) -> record of a refined face (see refine)
+        self.tuned = LRU(TUNED_KEPT)   # (settings, key) -> PTI's tuned model
         self.styles = LRU(capacity)    # (kind, key) -> z_embed [1, 512]
-        #: encoder and generator calls so far (``encode_face``, ``embed_style``, ``synthesize``, ``align``)
+        #: encoder and generator calls so far (``encode_face``, ``embed_style``, ``synthesize``, ``align``,
+        #: ``invert``)
         self.stats: Counter = Counter()
 
     # -- inputs -------------------------------------------------------------------------------
@@ -218,6 +233,81 @@ class Session:
         z = torch.randn(1, m.generator.style_dim, generator=make_generator(seed, m.device), device=m.device)
         return Style(f"seed:{int(seed)}", f"random style {int(seed)}", z)
 
+    def refine(self, face: Face, method: str = "optimize", steps: int | None = None, *,
+               generator: torch.Generator | None = None,
+               progress: inversion.Progress | None = None) -> Face:
+        """``face`` (from :meth:`face`) inverted again by ``method`` ('psp', 'optimize' or 'pti',
+        see :mod:`blendgan.inversion`) with ``steps`` (default
+        :data:`blendgan.defaults.INVERT_STEPS`), starting from its pSp codes: a new
+        :class:`Face` with the refined ``w_plus``, its losses and, for 'pti', the ``model`` to
+        render it with (:meth:`render`, :meth:`tour` use it).  Computed once per face image
+        and settings: kept in memory (PTI's tuned models: the last :data:`TUNED_KEPT`) and,
+        with ``cache_dir``, on disk (a PTI entry holds the tuned synthesis weights: ~100 MB).
+        ``generator``: see :func:`blendgan.inversion.invert` (results do not depend on it)."""
+        settings = inversion.settings_of(method, steps)
+        if not isinstance(face, Face) or face.image is None:
+            raise UsageError("refine takes a Face with its image (from Session.face)")
+        m = self.model
+        image = face.image
+        key = content_key(np.ascontiguousarray(image))
+        memo = (settings.key(), key)
+        names = self._record_shapes(settings.method)
+        with self.lock:
+            record = self.refined.get(memo)
+            tuned = self.tuned.get(memo) if settings.method == "pti" else None
+            if record is None or settings.method == "pti" and tuned is None:
+                def compute() -> dict[str, torch.Tensor]:
+                    self.stats["invert"] += 1
+                    inv = inversion.invert(m, io.to_tensor(image, m.device), settings.method, settings.steps,
+                                           generator=generator, start=face.w_plus, progress=progress)
+                    out = {"w_plus": inv.w_plus, "loss": inv.loss, "start_loss": inv.start_loss,
+                           "seconds": torch.tensor([inv.seconds])}
+                    if inv.model is not m:
+                        out.update({f"synthesis.{k}": v for k, v in self._synthesis_state(inv.model).items()})
+                    return out
+                kind = f"refine-{settings.key()}"
+                full = self.disk.get_record(kind, key.split(":", 1)[1], compute, names) \
+                    if self.disk is not None else compute()
+                if settings.method == "pti":
+                    tuned = self._tuned_model(full)
+                    self.tuned.put(memo, tuned)
+                record = {k: v for k, v in full.items() if not k.startswith("synthesis.")}
+                self.refined.put(memo, record)
+        loss, start, seconds = (float(record[k].reshape(-1)[0]) for k in ("loss", "start_loss", "seconds"))
+        note = (f"{settings.method} ({settings.steps} steps): reconstruction loss {start:.4f} -> {loss:.4f} "
+                f"in {seconds:.1f} s")
+        return Face(face.key, face.name, record["w_plus"], image, face.notes + (note,), settings.method, loss, start,
+                    seconds, tuned)
+
+    def _record_shapes(self, method: str) -> dict[str, tuple[int, ...]]:
+        """Names and shapes of a refined face's cache record."""
+        m = self.model
+        shapes = {"w_plus": (1, m.n_latent, m.generator.style_dim), "loss": (1,), "start_loss": (1,),
+                  "seconds": (1,)}
+        if method == "pti":
+            shapes.update({f"synthesis.{k}": tuple(v.shape) for k, v in self._synthesis_state(m).items()})
+        return shapes
+
+    @staticmethod
+    def _synthesis_state(model) -> dict[str, torch.Tensor]:
+        """The weights PTI tunes, by name (``convs.0.conv.weight`` ...)."""
+        return {f"{part}.{k}": v for part in inversion.SYNTHESIS_PARTS
+                for k, v in getattr(model.generator, part).state_dict().items()}
+
+    def _tuned_model(self, record: dict[str, torch.Tensor]):
+        """A :func:`blendgan.inversion.synthesis_copy` of the model holding a record's tuned weights."""
+        tuned = inversion.synthesis_copy(self.model)
+        with torch.no_grad():
+            for part in inversion.SYNTHESIS_PARTS:
+                prefix = f"synthesis.{part}."
+                getattr(tuned.generator, part).load_state_dict(
+                    {k[len(prefix):]: v for k, v in record.items() if k.startswith(prefix)})
+        return tuned
+
+    def model_for(self, face: Face | torch.Tensor):
+        """The model to synthesize ``face`` with: its own after PTI, else the session's."""
+        return face.model if isinstance(face, Face) and face.model is not None else self.model
+
     def cached_face(self, key: str, size: int | None = None) -> torch.Tensor | None:
         """The W+ of a face this session encoded (or drew) with ``key``, if still in memory."""
         code = self.faces.get((self.face_kind(size), key))
@@ -259,7 +349,7 @@ class Session:
             w = self.blend(face, style, add_weight_index, strength, preserve_color=preserve_color,
                            style_weights=style_weights)
             self.stats["synthesize"] += 1
-            return io.to_uint8(self.model.synthesize(w_plus=w))[0]
+            return io.to_uint8(self.model_for(face).synthesize(w_plus=w))[0]
 
     @torch.inference_mode()
     def tour(self, face: Face | torch.Tensor, styles: Sequence[Style | torch.Tensor], alphas: Sequence[float], *,
@@ -273,7 +363,8 @@ class Session:
         w_plus = face.w_plus if isinstance(face, Face) else face
         codes = [s.z_embed if isinstance(s, Style) else s for s in styles]
         with self.lock:
-            for k, sl, images in style_tour(self.model, w_plus, codes, alphas, add_weight_index=add_weight_index,
-                                            batch_size=batch_size, strength=strength, preserve_color=preserve_color):
+            for k, sl, images in style_tour(self.model_for(face), w_plus, codes, alphas,
+                                            add_weight_index=add_weight_index, batch_size=batch_size,
+                                            strength=strength, preserve_color=preserve_color):
                 self.stats["synthesize"] += 1
                 yield k, sl, io.to_uint8(images)

@@ -58,3 +58,9 @@ def test_benchmark_winograd_encoders_finds_every_conv_shape_and_the_rule():
     assert rules[("psp 32px x26", 256, 256)] == "winograd"
     whole = {row["layer"] for row in rows if row["direct_ms"] > 0 and row["winograd_ms"] > 0}
     assert {"style (whole, rule)", "psp (whole, rule)"} <= whole
+
+
+def test_benchmark_inversion_checks_its_methods_before_loading():
+    res = subprocess.run([sys.executable, "tools/benchmark_inversion.py", "--ckpt", "none.pt", "--psp", "none.pt",
+                          "--methods", "psp,gan"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and "--methods must be from" in res.stderr

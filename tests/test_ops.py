@@ -576,3 +576,26 @@ def test_winograd_rejects_what_it_cannot_do():
         winograd.conv3x3(torch.randn(2, 3, 8, 8), wt, noise=torch.randn(2, 2, 8, 8))
     with pytest.raises(ValueError, match=r"\[C_out, C_in, 3, 3\]"):
         winograd.transform_weight(torch.randn(2, 3, 5, 5))
+
+
+def test_a_deep_copied_layer_transforms_its_own_weight():
+    """A deep copy starts with an empty Winograd cache whose transform follows the copy: after
+    the copy's weight changes, each layer's inference output follows its own weight."""
+    import copy
+
+    from blendgan.models.layers import StyledConv
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        layer = StyledConv(64, 64, 3, 32).eval()
+        x, s = torch.randn(2, 64, 16, 16), torch.randn(2, 32)
+    noise = torch.zeros(1, 1, 16, 16)
+    with torch.no_grad():
+        before = layer(x, s, noise)  # fills the original's cache
+        twin = copy.deepcopy(layer)
+        twin.conv.weight.mul_(2.0)
+        twin.activate.bias.add_(1.0)
+        assert torch.equal(layer(x, s, noise), before)
+        with torch.enable_grad():  # the direct path of the copy, for reference
+            expected = twin(x, s, noise).detach()
+        assert torch.allclose(twin(x, s, noise), expected, atol=1e-4)
+        assert not torch.allclose(twin(x, s, noise), before, atol=1e-2)

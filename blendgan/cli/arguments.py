@@ -155,6 +155,16 @@ def add_cache_flag(p: argparse.ArgumentParser, snake: bool = False) -> None:
                    help="keep face/style codes here; a rerun over the same images skips encoding")
 
 
+def add_invert_flags(p: argparse.ArgumentParser) -> None:
+    """How faces are inverted (:mod:`blendgan.inversion`)."""
+    p.add_argument("--invert", choices=("psp", "optimize", "pti"), default=defaults.INVERT_METHOD,
+                   help="face inversion: psp = the encoder alone (default, fast); optimize = W+ refined "
+                        "against the photo; pti = then the generator tuned to it (closest, slowest)")
+    p.add_argument("--invert-steps", dest="invert_steps", type=int_at_least(0), default=defaults.INVERT_STEPS,
+                   help="optimisation steps of --invert optimize/pti (pti: as many again tuning; "
+                        "default %(default)s)")
+
+
 def add_align_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument("--align", nargs="?", const="auto", default="never", choices=defaults.ALIGN_MODES,
                    help="FFHQ-align input faces (needs blendgan[align]); bare --align means auto: images "

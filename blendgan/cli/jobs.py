@@ -37,6 +37,11 @@ def controls(a: argparse.Namespace) -> dict:
             "preserve_color": getattr(a, "preserve_color", False)}
 
 
+def inversion(a: argparse.Namespace) -> dict:
+    """The face inversion chosen (the drop-in scripts have none: the pSp encoder)."""
+    return {"invert": getattr(a, "invert", defaults.INVERT_METHOD), "invert_steps": getattr(a, "invert_steps", None)}
+
+
 def _open(a: argparse.Namespace, device, psp: bool = True) -> BlendGAN:
     return open_model(a.ckpt, a.psp_encoder if psp else None, device, a.size, a.channel_multiplier, a.precision,
                       a.compile, getattr(a, "offline", None))
@@ -105,6 +110,7 @@ class TransferCommand(Command):
         p.add_argument("--all-faces", action="store_true",
                        help="with --paste-back: every face of each photo (default: the largest)")
         A.add_control_flags(p)
+        A.add_invert_flags(p)
         A.add_runtime_flags(p, seed=False)
 
     def run(self, a: argparse.Namespace) -> int:
@@ -118,7 +124,8 @@ class TransferCommand(Command):
             report = run_transfer(model, a.input_img_path, a.style_img_path, a.outdir,
                                   add_weight_index=a.add_weight_index, batch_size=a.batch_size, fmt=a.format,
                                   overwrite=a.overwrite, progress=not a.quiet and env.main,
-                                  cache_dir=a.cache_dir, shard=env.shard, align=a.align, **controls(a))
+                                  cache_dir=a.cache_dir, shard=env.shard, align=a.align, **controls(a),
+                                  **inversion(a))
         return finish(report, a.outdir)
 
     @staticmethod
@@ -149,6 +156,7 @@ class VideoCommand(Command):
                        help="instead of a tour through random styles: for every face x style, the strength "
                             "ramps from 0 (the face) to --strength and back ({face}_v_{style}_ramp.mp4)")
         A.add_control_flags(p)
+        A.add_invert_flags(p)
         A.add_runtime_flags(p, images=False)
 
     def run(self, a: argparse.Namespace) -> int:
@@ -166,14 +174,14 @@ class VideoCommand(Command):
                                   add_weight_index=a.add_weight_index, fps=a.fps, transition_steps=a.transition_steps,
                                   hold_frames=a.hold_frames, batch_size=a.batch_size, overwrite=a.overwrite,
                                   progress=not a.quiet and env.main, cache_dir=a.cache_dir, shard=env.shard,
-                                  align=a.align, layout=a.layout, gif=a.gif, **controls(a))
+                                  align=a.align, layout=a.layout, gif=a.gif, **controls(a), **inversion(a))
                 return finish(report, a.outdir)
             report = run_video(model, a.input_img_path, a.style_img_path, a.outdir,
                                add_weight_index=a.add_weight_index, n_styles=a.styles, seed=a.seed, fps=a.fps,
                                transition_steps=a.transition_steps, hold_frames=a.hold_frames,
                                batch_size=a.batch_size, overwrite=a.overwrite,
                                progress=not a.quiet and env.main, cache_dir=a.cache_dir, shard=env.shard,
-                               align=a.align, layout=a.layout, gif=a.gif, **controls(a))
+                               align=a.align, layout=a.layout, gif=a.gif, **controls(a), **inversion(a))
         return finish(report, a.outdir)
 
     @staticmethod
@@ -182,6 +190,7 @@ class VideoCommand(Command):
         model = _open(a, a.device)
         report = stylize_video_folder(model, a.input_img_path, a.style_img_path, a.outdir, gif=a.gif,
                                       overwrite=a.overwrite, add_weight_index=a.add_weight_index,
-                                      batch_size=a.batch_size, progress=not a.quiet, **controls(a))
+                                      batch_size=a.batch_size, progress=not a.quiet, **controls(a),
+                                      **inversion(a))
         return finish(report, a.outdir)
 

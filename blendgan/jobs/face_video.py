@@ -29,6 +29,7 @@ from ..controls import Strength, check_strength
 from ..errors import DependencyError, UsageError, VideoError
 from ..io.images import check_size
 from ..io.video import CONTAINERS, DEFAULT_CRF
+from .refine import check_invert, invert_record, stylize_crops
 from .report import JobReport, claim_outdir, fail, model_tag, write_failed
 
 DEFAULT_ALIGN_SIZE = defaults.FACE_VIDEO_ALIGN_SIZE
@@ -64,13 +65,17 @@ def stylize_frames(model, frames: Iterable[np.ndarray], z_embed: torch.Tensor, f
                    add_weight_index: int | None = defaults.TRANSFER_ADD_WEIGHT_INDEX, batch_size: int = defaults.BATCH_SIZE,
                    align_size: int = DEFAULT_ALIGN_SIZE, smooth: float | None = DEFAULT_SMOOTH,
                    aligner: FaceAligner | None = None, strength: Strength = defaults.STRENGTH,
-                   preserve_color: bool = False) -> Iterator[np.ndarray]:
+                   preserve_color: bool = False, invert: str = defaults.INVERT_METHOD,
+                   invert_steps: int | None = None) -> Iterator[np.ndarray]:
     """Restyle the face in each RGB uint8 frame [H, W, 3]; yields frames [H, W, 3] in order.
 
     ``z_embed`` [1, 512] (from :func:`style_code`); ``fps`` sets the smoothing's time step.
     Up to ``batch_size`` faces are held back to run the networks in batches.  ``strength``
-    and ``preserve_color``: see :mod:`blendgan.controls`.
+    and ``preserve_color``: see :mod:`blendgan.controls`.  ``invert`` other than 'psp'
+    refines each frame's crop, one at a time (:mod:`blendgan.inversion`; slow: every frame
+    is optimised).
     """
+    invert_steps = check_invert(invert, invert_steps)
     if model.psp is None:
         raise UsageError("video stylization needs the pSp encoder (load it with psp_encoder=...)")
     if batch_size < 1:
@@ -82,7 +87,11 @@ def stylize_frames(model, frames: Iterable[np.ndarray], z_embed: torch.Tensor, f
     def flush() -> Iterator[np.ndarray]:
         crops = [c for _, _, c in pending if c is not None]
         faces = iter(())
-        if crops:
+        if crops and invert != "psp":
+            faces = iter(stylize_crops(model, np.stack(crops), invert, invert_steps, lambda w, m: io.to_uint8(
+                m.synthesize(w_plus=w, z_embed=z_embed, add_weight_index=add_weight_index, strength=strength,
+                             preserve_color=preserve_color))[0]))
+        elif crops:
             w_plus = model.encode_face(io.to_tensor(np.stack(crops), model.device))
             faces = iter(io.to_uint8(model.synthesize(w_plus=w_plus, z_embed=z_embed,
                                                       add_weight_index=add_weight_index, strength=strength,
@@ -138,9 +147,11 @@ def stylize_video(model, input_video: str | os.PathLike, style_image, out_path: 
                   align_size: int = DEFAULT_ALIGN_SIZE, smooth: float | None = DEFAULT_SMOOTH,
                   keep_audio: bool = True, crf: int = DEFAULT_CRF,
                   progress: bool = True, aligner: FaceAligner | None = None, strength: Strength = defaults.STRENGTH,
-                  preserve_color: bool = False) -> Path:
+                  preserve_color: bool = False, invert: str = defaults.INVERT_METHOD,
+                  invert_steps: int | None = None) -> Path:
     """Restyle the face in ``input_video`` with ``style_image`` (see :func:`style_code`); write
-    ``out_path`` atomically and return it (``strength``, ``preserve_color``: see :mod:`blendgan.controls`).
+    ``out_path`` atomically and return it (``strength``, ``preserve_color``: see :mod:`blendgan.controls`;
+    ``invert``, ``invert_steps``: see :func:`stylize_frames`).
 
     ``.mp4``/``.m4v``/``.mov``/``.mkv``: H.264 (yuv420p, ``crf``; mp4/mov with ``+faststart``)
     with the source's timestamps and, with ``keep_audio``, its audio.  ``.gif``: a looping
@@ -170,7 +181,8 @@ def stylize_video(model, input_video: str | os.PathLike, style_image, out_path: 
         ain = src.streams.audio[0] if keep_audio and src.streams.audio and suffix != ".gif" else None
         bar = tqdm(total=vin.frames or None, desc="video", unit="frame", disable=not progress)
         kwargs = dict(add_weight_index=add_weight_index, batch_size=batch_size, align_size=align_size,
-                      smooth=smooth, aligner=aligner, strength=strength, preserve_color=preserve_color)
+                      smooth=smooth, aligner=aligner, strength=strength, preserve_color=preserve_color,
+                      invert=invert, invert_steps=invert_steps)
         if suffix == ".gif":
             frames = (f.to_ndarray(format="rgb24") for f in src.decode(vin))
             io.write_gif(_counted(stylize_frames(model, frames, z_embed, fps, **kwargs), bar), out_path, fps)
@@ -197,7 +209,9 @@ def stylize_video_folder(model, input_video: str | os.PathLike, style_dir: str |
     input_video = Path(input_video)
     styles = io.input_images(style_dir, "style")
     outdir = io.prepare_outdir(outdir)
-    pixels = {k: v for k, v in options.items() if k not in ("progress", "batch_size")}  # not how it looks
+    pixels = {k: v for k, v in options.items()  # not how it looks
+              if k not in ("progress", "batch_size", "invert", "invert_steps")}
+    pixels.update(invert_record(options.get("invert", defaults.INVERT_METHOD), options.get("invert_steps")))
     claim_outdir(outdir, "face video", {"model": model_tag(model), "video": input_video.name, **pixels}, overwrite)
     names = io.output_stems(styles)
     aligner = (aligner or FaceAligner()).load()  # loaded once for every style

@@ -16,6 +16,7 @@ from ..model import BlendGAN
 from ..runtime import Shard
 from ..session import Session
 from ..synthesis import batches, transfer_batches
+from .refine import check_invert, invert_record, refine_face
 from .report import BackgroundWriter, JobReport, claim_outdir, fail, model_tag, out_path, overlapped, writer_threads
 
 
@@ -41,9 +42,11 @@ def run_transfer(model: BlendGAN, input_dir: str | Path, style_dir: str | Path, 
                  batch_size: int = defaults.BATCH_SIZE, fmt: str = defaults.FORMAT, overwrite: bool = False,
                  progress: bool = True, cache_dir: str | Path | None = None, shard: Shard = Shard(),
                  align: str = "never", strength: Strength = defaults.STRENGTH,
-                 preserve_color: bool = False) -> JobReport:
+                 preserve_color: bool = False, invert: str = defaults.INVERT_METHOD,
+                 invert_steps: int | None = None) -> JobReport:
     """Write ``{face}_v_{style}.{fmt}`` = [input | style | output] for every face x style
-    (``strength`` and ``preserve_color``: see :mod:`blendgan.controls`).
+    (``strength`` and ``preserve_color``: see :mod:`blendgan.controls`; ``invert`` and
+    ``invert_steps``: how faces are inverted, see :mod:`blendgan.inversion`).
 
     Each face is pSp-encoded once and each style embedded once (``cache_dir`` keeps the
     codes for later runs), both at the image's own size (both networks pool to 256
@@ -52,12 +55,13 @@ def run_transfer(model: BlendGAN, input_dir: str | Path, style_dir: str | Path, 
     :class:`blendgan.align.FacePreparer`) aligns the input faces first.
     """
     check_strength(strength, model.n_latent)
+    invert_steps = check_invert(invert, invert_steps)
     faces, styles = io.input_images(input_dir, "face"), io.input_images(style_dir, "style")
     session = Session(model, align=align, cache_dir=cache_dir)
     outdir = io.prepare_outdir(outdir)
     claim_outdir(outdir, "transfer", {"model": model_tag(model), "add_weight_index": add_weight_index,
-                                      "strength": strength, "preserve_color": preserve_color, "align": align},
-                 overwrite)
+                                      "strength": strength, "preserve_color": preserve_color, "align": align,
+                                      **invert_record(invert, invert_steps)}, overwrite)
     report = JobReport()
     planned, clashes = transfer_outputs(faces, styles, outdir, fmt)
     for f, s, p in clashes if shard.rank == 0 else ():  # reported once, not by every process
@@ -118,8 +122,9 @@ def run_transfer(model: BlendGAN, input_dir: str | Path, style_dir: str | Path, 
             if face.get("path") != f:  # units of one face are consecutive: encode it once
                 face = {"path": f}
                 try:
-                    encoded = session.face(f)
-                    face.update(panel=io.resize(encoded.image, model.size), w_plus=encoded.w_plus)
+                    encoded = refine_face(session, session.face(f), invert, invert_steps)
+                    face.update(panel=io.resize(encoded.image, model.size), w_plus=encoded.w_plus,
+                                model=session.model_for(encoded))
                 except io.ImageError as exc:
                     fail(report, f, exc)
             if "w_plus" not in face:
@@ -128,7 +133,7 @@ def run_transfer(model: BlendGAN, input_dir: str | Path, style_dir: str | Path, 
             if not outs:
                 continue
             codes = torch.cat([z_embed[s] for s, _ in outs])
-            for _, images in transfer_batches(model, face["w_plus"].expand(len(outs), -1, -1), codes,
+            for _, images in transfer_batches(face["model"], face["w_plus"].expand(len(outs), -1, -1), codes,
                                               add_weight_index=add_weight_index, batch_size=len(outs),
                                               strength=strength, preserve_color=preserve_color):
                 yield outs, face["panel"], io.to_uint8_async(images)

@@ -18,6 +18,7 @@ from ..model import BlendGAN
 from ..runtime import Shard
 from ..session import Session, Style
 from ..synthesis import slide_window, strength_ramp, style_tour, transition_alphas
+from .refine import check_invert, invert_record, refine_face
 from .report import JobReport, claim_outdir, fail, model_tag, overlapped, write_failed
 
 
@@ -29,17 +30,20 @@ def run_video(model: BlendGAN, input_dir: str | Path, style_dir: str | Path, out
               batch_size: int = defaults.BATCH_SIZE, overwrite: bool = False, progress: bool = True,
               cache_dir: str | Path | None = None, shard: Shard = Shard(), align: str = "never",
               layout: str = "triptych", gif: bool = False, strength: Strength = defaults.STRENGTH,
-              preserve_color: bool = False) -> JobReport:
+              preserve_color: bool = False, invert: str = defaults.INVERT_METHOD,
+              invert_steps: int | None = None) -> JobReport:
     """Write ``{face}.mp4`` per face: [input | sliding style window | output] (``layout``
     ``'triptych'``) or the output alone (``'output'``) while the style moves through
     ``n_styles`` styles picked at random (with repeats, as the official script:
     ``random.Random(seed).choices``, one draw per face in name order).  Faces and styles are
     resized to the model's size before encoding, as the official script did.  ``gif`` writes
     ``{face}.gif`` instead (short loops).  A ``shard`` renders every ``world``-th video.
-    ``strength`` and ``preserve_color``: see :mod:`blendgan.controls`."""
+    ``strength`` and ``preserve_color``: see :mod:`blendgan.controls`; ``invert`` and
+    ``invert_steps``: how faces are inverted (:mod:`blendgan.inversion`)."""
     if layout not in defaults.VIDEO_LAYOUTS:
         raise UsageError(f"layout must be one of {defaults.VIDEO_LAYOUTS}, got {layout!r}")
     check_strength(strength, model.n_latent)
+    invert_steps = check_invert(invert, invert_steps)
     faces, styles = io.input_images(input_dir, "face"), io.input_images(style_dir, "style")
     session = Session(model, align=align, cache_dir=cache_dir)
     outdir = io.prepare_outdir(outdir)
@@ -47,7 +51,7 @@ def run_video(model: BlendGAN, input_dir: str | Path, style_dir: str | Path, out
         "model": model_tag(model), "add_weight_index": add_weight_index, "styles": [s.name for s in styles],
         "n_styles": n_styles, "seed": seed, "fps": fps, "transition_steps": transition_steps,
         "hold_frames": hold_frames, "layout": layout, "strength": strength, "preserve_color": preserve_color,
-        "align": align}, overwrite)
+        "align": align, **invert_record(invert, invert_steps)}, overwrite)
     report = JobReport()
 
     @functools.lru_cache(maxsize=64)
@@ -68,7 +72,7 @@ def run_video(model: BlendGAN, input_dir: str | Path, style_dir: str | Path, out
             report.skipped.append(out)
             continue
         try:
-            face = session.face(f, size=model.size)
+            face = refine_face(session, session.face(f, size=model.size), invert, invert_steps)
         except io.ImageError as exc:
             fail(report, f, exc)
             continue
@@ -88,7 +92,7 @@ def run_video(model: BlendGAN, input_dir: str | Path, style_dir: str | Path, out
         def frames() -> Iterator[np.ndarray]:
             """Batches of RGB frames [B, H, W, 3]: every transition, then the last frame held."""
             made = ((k, sl, io.to_uint8_async(images)) for k, sl, images in
-                    style_tour(model, face.w_plus, [s.z_embed for s in tour], alphas,
+                    style_tour(session.model_for(face), face.w_plus, [s.z_embed for s in tour], alphas,
                                add_weight_index=add_weight_index, batch_size=batch_size, strength=strength,
                                preserve_color=preserve_color))
             last = None
@@ -117,14 +121,16 @@ def run_ramp(model: BlendGAN, input_dir: str | Path, style_dir: str | Path, outd
              batch_size: int = defaults.BATCH_SIZE, overwrite: bool = False, progress: bool = True,
              cache_dir: str | Path | None = None, shard: Shard = Shard(), align: str = "never",
              layout: str = "triptych", gif: bool = False, strength: float = defaults.STRENGTH,
-             preserve_color: bool = False) -> JobReport:
+             preserve_color: bool = False, invert: str = defaults.INVERT_METHOD,
+             invert_steps: int | None = None) -> JobReport:
     """Write ``{face}_v_{style}_ramp.mp4`` for every face × style: the strength ramps from 0
     (the face) to ``strength`` (the stylized result) along the official sigmoid transition
     (``transition_steps`` frames), is held ``hold_frames`` frames, then ramps back, so the
     video loops.  ``layout`` ``'triptych'`` shows [input | style | output].  A ``shard``
-    renders every ``world``-th video."""
+    renders every ``world``-th video.  ``invert``, ``invert_steps``: see :func:`run_video`."""
     if layout not in defaults.VIDEO_LAYOUTS:
         raise UsageError(f"layout must be one of {defaults.VIDEO_LAYOUTS}, got {layout!r}")
+    invert_steps = check_invert(invert, invert_steps)
     peak = check_strength(strength)
     if not isinstance(peak, float):
         raise UsageError("a strength ramp needs one strength, not one per layer")
@@ -134,7 +140,8 @@ def run_ramp(model: BlendGAN, input_dir: str | Path, style_dir: str | Path, outd
     claim_outdir(outdir, "ramp", {
         "model": model_tag(model), "add_weight_index": add_weight_index, "fps": fps,
         "transition_steps": transition_steps, "hold_frames": hold_frames, "layout": layout,
-        "strength": peak, "preserve_color": preserve_color, "align": align}, overwrite)
+        "strength": peak, "preserve_color": preserve_color, "align": align,
+        **invert_record(invert, invert_steps)}, overwrite)
     report = JobReport()
     up = [peak * a for a in transition_alphas(transition_steps, hold_frames)]
     strengths = up + up[::-1]
@@ -152,6 +159,8 @@ def run_ramp(model: BlendGAN, input_dir: str | Path, style_dir: str | Path, outd
             for path, encode in ((f, session.face), (s, session.style)):
                 if path not in encoded:
                     encoded[path] = encode(path, size=model.size)
+                    if path == f:
+                        encoded[path] = refine_face(session, encoded[path], invert, invert_steps)
         except io.ImageError as exc:
             fail(report, path, exc)
             encoded[path] = None
@@ -162,7 +171,7 @@ def run_ramp(model: BlendGAN, input_dir: str | Path, style_dir: str | Path, outd
 
         def frames() -> Iterator[np.ndarray]:
             made = ((sl, io.to_uint8_async(images)) for sl, images in
-                    strength_ramp(model, face.w_plus, style.z_embed, strengths, add_weight_index=add_weight_index,
+                    strength_ramp(session.model_for(face), face.w_plus, style.z_embed, strengths, add_weight_index=add_weight_index,
                                   batch_size=batch_size, preserve_color=preserve_color))
             for _, images in overlapped(made, model.device):
                 outs = images()

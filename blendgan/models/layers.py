@@ -176,7 +176,9 @@ class ModulatedConv2d(_HoldsWinogradWeight):
     def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
         n, c, h, w = x.shape
         s = self.modulation(style)  # [N, in]
-        if n == 1:
+        # one face whose inputs are optimised against frozen weights (inversion): the shared
+        # form needs no gradient of the per-sample weight, half the work of the grouped one
+        if n == 1 and not (torch.is_grad_enabled() and not self.weight.requires_grad):
             return self.forward_grouped(x, s)
         return self.forward_shared(x, s)
 

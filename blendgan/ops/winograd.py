@@ -20,6 +20,7 @@ same computation in PyTorch ops, where it cannot be built or ``BLENDGAN_OPS=ref`
 """
 from __future__ import annotations
 
+import copy
 import threading
 from contextlib import contextmanager
 from typing import Callable, Iterator
@@ -114,6 +115,11 @@ class TransformedWeight:
                 self._value = self.transform(weight)
             self._source, self._version = weight, version
         return self._value
+
+    def __deepcopy__(self, memo: dict) -> "TransformedWeight":
+        """A copy starts empty (the transformed weight is derived, remade on first use); its
+        transform is copied along, so a bound method follows the copied module."""
+        return TransformedWeight(copy.deepcopy(self.transform, memo))
 
     def clear(self) -> None:
         """Drop the transformed copy (e.g. when the module moves to another device)."""
