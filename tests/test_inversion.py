@@ -8,6 +8,7 @@ CPU cores).  The margins of the methods are checked on the 256 px test checkpoin
 """
 from __future__ import annotations
 
+import json
 import logging
 import re
 from pathlib import Path
@@ -18,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from blendgan import BlendGAN, Session, io
+from blendgan import BlendGAN, Session, io, jobs
 from blendgan.session import Face
 from blendgan.cli import main
 from blendgan.errors import DependencyError, UsageError
@@ -364,3 +365,36 @@ def test_identity_extra_loads_an_arcface_file(tiny, face, tmp_path):
     with pytest.raises(CheckpointError, match="bad.pth: not a valid ArcFace IR-SE50 model") as e:
         tiny.invert(face, "optimize", 1, identity=tmp_path / "bad.pth")
     assert "\n" not in str(e.value)
+
+
+class TwoFaces:
+    """An aligner that 'finds' two fixed face squares (largest first) in any photo."""
+    quads_ = [np.array([[20, 20], [20, 140], [140, 140], [140, 20]], np.float64),
+              np.array([[160, 60], [160, 140], [240, 140], [240, 60]], np.float64)]
+
+    def quads(self, rgb, all_faces=False):
+        return self.quads_ if all_faces else self.quads_[:1]
+
+
+def test_paste_back_with_inversion(tiny, folders, tmp_path, caplog, monkeypatch):
+    """``transfer --paste-back --invert``: each face refined (logged), PTI's faces rendered by their
+    own tuned copies, the method in the folder's settings record."""
+    faces, styles = folders
+    kw = dict(fmt="png", progress=False, aligner=TwoFaces(), all_faces=True)
+    plain = jobs.run_paste_back(tiny, faces, styles, tmp_path / "psp", **kw)
+    renderers = []
+    synthesize = TinyBlendGAN.synthesize
+    monkeypatch.setattr(TinyBlendGAN, "synthesize", lambda self, *a, **k: renderers.append(self) or
+                        synthesize(self, *a, **k))
+    with caplog.at_level(logging.INFO, logger="blendgan"):
+        tuned = jobs.run_paste_back(tiny, faces, styles, tmp_path / "pti", invert="pti", invert_steps=1, **kw)
+    assert len({id(m) for m in renderers}) == 2 and tiny not in renderers  # each face by its tuned copy
+    assert len(plain.written) == len(tuned.written) == 1 and not tuned.failed
+    assert len(re.findall(r"face [12]\): pti \(1 steps\): reconstruction loss", caplog.text)) == 2, caplog.text
+    a, b = io.read_image(plain.written[0]).astype(int), io.read_image(tuned.written[0]).astype(int)
+    for x0, y0, x1, y1 in ((50, 50, 110, 110), (180, 80, 220, 120)):  # inside each face: restyled otherwise
+        assert np.abs(a[y0:y1, x0:x1] - b[y0:y1, x0:x1]).mean() > 0.5
+    record = json.loads((tmp_path / "pti" / jobs.report.SETTINGS_FILE).read_text())["settings"]
+    assert record["invert"] == "pti" and record["invert_steps"] == 1
+    with pytest.raises(UsageError, match="invert"):
+        jobs.run_paste_back(tiny, faces, styles, tmp_path / "pti", invert="optimize", invert_steps=1, **kw)

@@ -137,7 +137,7 @@ class TransferCommand(Command):
             report = run_paste_back(model, a.input_img_path, a.style_img_path, a.outdir, all_faces=a.all_faces,
                                     add_weight_index=a.add_weight_index, batch_size=a.batch_size, fmt=a.format,
                                     overwrite=a.overwrite, progress=not a.quiet and env.main, cache_dir=a.cache_dir,
-                                    shard=env.shard, aligner=aligner, **controls(a))
+                                    shard=env.shard, aligner=aligner, **controls(a), **inversion(a))
         return finish(report, a.outdir)
 
 

@@ -23,6 +23,7 @@ from ..errors import ImageError, NoFaceError, UsageError
 from ..runtime import Shard
 from ..session import Session
 from ..synthesis import batches, transfer_batches
+from .refine import check_invert, invert_record, refine_face
 from .report import BackgroundWriter, JobReport, claim_outdir, fail, model_tag, overlapped, writer_threads
 from .transfer import transfer_outputs
 
@@ -30,8 +31,8 @@ from .transfer import transfer_outputs
 MIN_PHOTO_SIDE = 32
 
 #: a face encoder for :func:`run_paste_back`: aligned crop RGB uint8 [S, S, 3] and a name for
-#: messages -> W+ [1, n_latent, 512]
-FaceEncoder = Callable[[np.ndarray, str], torch.Tensor]
+#: messages -> W+ [1, n_latent, 512], or (W+, the model to render it with) after PTI
+FaceEncoder = Callable[[np.ndarray, str], "torch.Tensor | tuple[torch.Tensor, Any]"]
 
 
 def photo_faces(rgb: np.ndarray, name: str, aligner: Any, all_faces: bool = False) -> list[np.ndarray]:
@@ -56,7 +57,8 @@ def run_paste_back(model, input_dir: str | Path, style_dir: str | Path, outdir: 
                    batch_size: int = defaults.BATCH_SIZE, fmt: str = defaults.FORMAT, overwrite: bool = False,
                    progress: bool = True, cache_dir: str | Path | None = None, shard: Shard = Shard(),
                    strength: Strength = defaults.STRENGTH, preserve_color: bool = False, aligner: Any = None,
-                   encode: FaceEncoder | None = None) -> JobReport:
+                   encode: FaceEncoder | None = None, invert: str = defaults.INVERT_METHOD,
+                   invert_steps: int | None = None) -> JobReport:
     """Write ``{photo}_v_{style}.{fmt}``: the photo with its face (``all_faces``: every face)
     stylized and pasted back, for every photo x style (names as :func:`blendgan.jobs.transfer_outputs`).
 
@@ -64,13 +66,16 @@ def run_paste_back(model, input_dir: str | Path, style_dir: str | Path, outdir: 
     ``align`` extra this raises :class:`blendgan.errors.AlignmentUnavailable` before any work),
     or an object with its ``quads(rgb, all_faces)``.  ``encode``: how an aligned crop becomes
     W+ (default: pSp through a :class:`blendgan.Session`, with ``cache_dir``).  Every photo is
-    searched for faces, also one that is already an aligned crop.  A photo that cannot be read,
+    searched for faces, also one that is already an aligned crop.  ``invert``/``invert_steps``
+    refine each face's codes first (:mod:`blendgan.inversion`; 'pti' renders each face with
+    its own tuned copy).  A photo that cannot be read,
     is too small or has no face is reported in one line and the job goes on; existing outputs
     are skipped unless ``overwrite``.  Work units are photos (a ``shard`` takes every
     ``world``-th); within a photo, batches of styles are fixed by the inputs, so a resumed run
     computes each image as a fresh one does.
     """
     check_strength(strength, model.n_latent)
+    invert_steps = check_invert(invert, invert_steps)
     if batch_size < 1:
         raise UsageError(f"batch size must be >= 1, got {batch_size}")
     photos, styles = io.input_images(input_dir, "face"), io.input_images(style_dir, "style")
@@ -80,12 +85,14 @@ def run_paste_back(model, input_dir: str | Path, style_dir: str | Path, outdir: 
         aligner = FaceAligner().load()
     session = Session(model, cache_dir=cache_dir)
     if encode is None:
-        def encode(crop: np.ndarray, name: str) -> torch.Tensor:
-            return session.face(crop, name).w_plus
+        def encode(crop: np.ndarray, name: str) -> tuple[torch.Tensor, Any]:
+            face = refine_face(session, session.face(crop, name), invert, invert_steps)
+            return face.w_plus, session.model_for(face)
     outdir = io.prepare_outdir(outdir)
     claim_outdir(outdir, "paste-back", {"model": model_tag(model), "add_weight_index": add_weight_index,
                                         "all_faces": all_faces, "strength": strength,
-                                        "preserve_color": preserve_color}, overwrite)
+                                        "preserve_color": preserve_color, **invert_record(invert, invert_steps)},
+                 overwrite)
     report = JobReport()
     planned, clashes = transfer_outputs(photos, styles, outdir, fmt)
     for f, s, p in clashes if shard.rank == 0 else ():
@@ -124,8 +131,11 @@ def run_paste_back(model, input_dir: str | Path, style_dir: str | Path, outdir: 
             try:
                 rgb = io.read_image(f)
                 quads = photo_faces(rgb, str(f), aligner, all_faces)
-                w_plus = torch.cat([encode(crop_quad(rgb, q, model.size), f"{f} (face {i + 1})")
-                                    for i, q in enumerate(quads)])
+                codes_of = [encode(crop_quad(rgb, q, model.size), f"{f} (face {i + 1})")
+                            for i, q in enumerate(quads)]
+                encoded = [c if isinstance(c, tuple) else (c, model) for c in codes_of]
+                w_plus = torch.cat([w for w, _ in encoded])
+                models = [m for _, m in encoded]
             except (io.ImageError, ValueError) as exc:  # unreadable, too small, no face, face off the photo
                 fail(report, f, exc)
                 bar.update(len(todo))
@@ -139,10 +149,16 @@ def run_paste_back(model, input_dir: str | Path, style_dir: str | Path, outdir: 
                 if all(p in present for _, p in group):
                     continue
                 codes = torch.cat([z_embed[s] for s, _ in group]).repeat_interleave(n, dim=0)
-                parts = [io.to_uint8_async(images) for _, images in
-                         transfer_batches(model, w_plus.repeat(len(group), 1, 1), codes,
-                                          add_weight_index=add_weight_index, batch_size=batch_size,
-                                          strength=strength, preserve_color=preserve_color)]
+                kw = dict(add_weight_index=add_weight_index, batch_size=batch_size, strength=strength,
+                          preserve_color=preserve_color)
+                if all(m is model for m in models):
+                    parts = [io.to_uint8_async(images) for _, images in
+                             transfer_batches(model, w_plus.repeat(len(group), 1, 1), codes, **kw)]
+                else:  # PTI: every face with its own tuned copy, then back in (style, face) order
+                    per_face = [torch.cat([images for _, images in
+                                           transfer_batches(models[i], w_plus[i:i + 1].expand(len(group), -1, -1),
+                                                            codes[i::n], **kw)]) for i in range(n)]
+                    parts = [io.to_uint8_async(torch.stack(per_face, dim=1).flatten(0, 1))]
                 yield rgb, quads, group, parts
 
     total = sum(1 for _, outs in units for s, p in outs if s in z_embed and p not in present)
