@@ -376,7 +376,6 @@ def test_app_builds_with_analytics_off(studio):
 
 
 # -- "make the face more faithful": refinement on the tiny 32 px model of test_inversion --------------
-from tests.test_inversion import tiny  # noqa: E402,F401 - the fixture (a 32 px model, stand-in encoders)
 
 
 @pytest.fixture
