@@ -376,8 +376,6 @@ def test_app_builds_with_analytics_off(studio):
 
 
 # -- "make the face more faithful": refinement on the tiny 32 px model of test_inversion --------------
-
-
 @pytest.fixture
 def tiny_studio(tiny, tmp_path, monkeypatch):
     """A studio on the tiny model whose session records each ``refine`` call's method and steps."""
