@@ -345,7 +345,8 @@ class Handlers:
             f", {float(mix):.0%} {esc(describe(mix_ref))}" if mixed else "")
         kind = "ok"
         if refined is not None:
-            extras += (f", face made more faithful ({REFINE_WORDS[refine]}, {int(refine_steps)} steps: "
+            n_steps = int(refine_steps)
+            extras += (f", face made more faithful ({REFINE_WORDS[refine]}, {n_steps} step{'s' if n_steps > 1 else ''}: "
                        f"loss {refined.start_loss:.3g} → {refined.loss:.3g})")
         elif refine in REFINE_WORDS:
             extras, kind = extras + "; a random face is the model's own: nothing to refine", "note"
