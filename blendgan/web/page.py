@@ -65,10 +65,10 @@ MIX_LABEL = "share of the second style"
 REFINE_LABEL = "make the face more faithful"
 #: the choices of the "more faithful" control: (words on the page, inversion method)
 REFINE_CHOICES = [("Off (instant)", "psp"), ("Refine", "optimize"), ("Refine more (slowest)", "pti")]
-REFINE_INFO = ("for photos: Off takes the encoder's first guess (technical name: pSp); Refine then adjusts the "
-               "face's codes to the photo (optimize); Refine more also tunes the generator to this face "
-               "(pivotal tuning, pti). Refining is slow on a CPU (minutes) and is done once per face and "
-               "setting: later results are instant. A random face is the model's own: nothing to refine.")
+REFINE_INFO = ("Off: the encoder's first guess (technical name: pSp), instant. Refine: the face adjusted to "
+               "the photo (optimize). Refine more: the generator tuned to this face too (pivotal tuning, pti), "
+               "the closest. Slow on a CPU (minutes), done once per face and setting. Photos only: a random "
+               "face has nothing to refine.")
 REFINE_STEPS_LABEL = "refinement steps"
 REFINE_STEPS_INFO = ("more steps come closer to the photo and take longer; Refine more runs them twice "
                      "(technical name: --invert-steps)")
