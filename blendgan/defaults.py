@@ -69,6 +69,7 @@ WEB_VIDEO_STEPS = 8          # transition frames per style change (short: the pa
 WEB_VIDEO_HOLD = 3           # frames held on each style
 WEB_VIDEO_FPS = 12
 WEB_VIDEO_MAX_FRAMES = 150
+WEB_REFINE_MAX_STEPS = 500  # the page's "refinement steps" slider ends here (INVERT_STEPS is its default)
 
 # -- files --------------------------------------------------------------------------------------
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")

@@ -23,6 +23,7 @@ from blendgan.web import Studio, WebError
 from blendgan.web import server, studio as studio_module
 from blendgan.web.page import Handlers
 from tests.conftest import ROOT
+from tests.test_inversion import tiny  # noqa: F401 - the 32 px model with stand-in encoders (a fixture)
 
 FACE = ROOT / "test_imgs" / "face_imgs" / "astronaut_512.jpg"
 STYLE = ROOT / "test_imgs" / "style_imgs" / "cartoon.png"
@@ -372,3 +373,93 @@ def test_app_builds_with_analytics_off(studio):
     assert after == env
     kw = web.launch_kwargs("127.0.0.1", 1234)
     assert kw["max_file_size"] == 20 * 1024 * 1024 and kw["share"] is False and kw["ssr_mode"] is False
+
+
+# -- "make the face more faithful": refinement on the tiny 32 px model of test_inversion --------------
+@pytest.fixture
+def tiny_studio(tiny, tmp_path, monkeypatch):
+    """A studio on the tiny model whose session records each ``refine`` call's method and steps."""
+    s = Studio(tiny, aligner=None, workdir=tmp_path / "work")
+    calls, real = [], s.session.refine
+
+    def recording(face, method="optimize", steps=None, **kwargs):
+        calls.append((method, steps))
+        return real(face, method, steps, **kwargs)
+    monkeypatch.setattr(s.session, "refine", recording)
+    s.refine_calls = calls
+    yield s
+    s.close()
+
+
+def test_refine_uses_the_chosen_setting_once_and_the_tuned_model(tiny_studio):
+    studio = tiny_studio
+    face, _, _ = studio.load_face(FACE)
+    style = studio.random_style(1)
+    plain = studio.render(face, style, 6)
+    seen = []
+    refined = studio.refine(face, "optimize", 2, lambda done, total: seen.append((done, total)))
+    assert studio.refine_calls == [("optimize", 2)] and seen == [(0, 2), (1, 2), (2, 2)]
+    assert refined.inversion == "optimize" and refined.loss < refined.start_loss
+    image = studio.render(face, style, 6, refine="optimize", refine_steps=2)
+    assert studio.stats["invert"] == 1                         # cached: the second call runs nothing
+    assert not np.array_equal(image, plain)
+    assert np.array_equal(image, studio.session.render(refined, studio.style_code(style), 6))
+
+    seen.clear()
+    image = studio.render(face, style, 6, refine="pti", refine_steps=1,
+                          progress=lambda done, total: seen.append((done, total)))
+    assert studio.refine_calls[-1] == ("pti", 1) and seen == [(0, 2), (1, 2), (2, 2)]  # W+, then the weights
+    tuned = studio.refine(face, "pti", 1)
+    assert studio.stats["invert"] == 2
+    model = studio.session.model_for(tuned)
+    assert model is not studio.model
+    w = studio.session.blend(tuned, studio.style_code(style), 6)
+    assert np.array_equal(image, io.to_uint8(model.synthesize(w_plus=w))[0])        # the tuned copy
+    assert not np.array_equal(image, io.to_uint8(studio.model.synthesize(w_plus=w))[0])
+    assert studio.activity is None and studio.waiting == 0
+
+    random_face, _ = studio.random_face(3)                    # nothing to refine: rendered as it is
+    with pytest.raises(WebError, match="random face is the model's own"):
+        studio.refine(random_face, "optimize", 2)
+    assert np.array_equal(studio.render(random_face, style, 6, refine="optimize", refine_steps=2),
+                          studio.render(random_face, style, 6))
+    for method, steps, message in (("best", 2, "choose how faithful"), ("optimize", 0, r"in 1\.\.500, got 0"),
+                                   ("pti", 2.5, "whole number"), ("pti", "many", "whole number")):
+        with pytest.raises(WebError, match=message):
+            studio.render(face, style, 6, refine=method, refine_steps=steps)
+    assert studio.stats["invert"] == 2
+
+
+def test_generate_shows_the_refinement_then_the_result(tiny_studio, monkeypatch):
+    """The page's callback: status lines with the refinement's step while it runs, then the
+    result with the losses; a second result of the same face and setting refines nothing."""
+    gr = pytest.importorskip("gradio")
+    monkeypatch.setattr(web.page, "WAIT_POLL", 0.01)
+    studio, h = tiny_studio, Handlers(tiny_studio, gr, [FACE], [STYLE])
+    face, _, _ = studio.load_face(FACE)
+    style = studio.random_style(1)
+    go_on, real = threading.Event(), studio.session.refine
+
+    def held(face, method, steps, progress=None, **kwargs):
+        def report(stage, step, total, loss):      # the first step waits until the page has said so
+            progress(stage, step, total, loss)
+            go_on.wait(10)
+        return real(face, method, steps, progress=report, **kwargs)
+    monkeypatch.setattr(studio.session, "refine", held)
+    lines = []
+    for outputs in h.generate(face, style, 6, 1.0, False, None, 0.0, None, "optimize", 2):
+        lines.append(outputs[-1])
+        if "step 1 of 2" in outputs[-1]:
+            go_on.set()
+    assert any("more faithful (refine): step 1 of 2" in line and "bg-wait" in line for line in lines[:-1])
+    assert "<b>Result #1</b>" in lines[-1] and "face made more faithful (refine, 2 steps: loss" in lines[-1]
+    assert studio.stats["invert"] == 1
+    *_, message = list(h.generate(face, style, 6, 1.0, False, None, 0.0, None, "optimize", 2))[-1]
+    assert "face made more faithful" in message and studio.stats["invert"] == 1
+    random_face, _ = studio.random_face(2)
+    *_, message = list(h.generate(random_face, style, 6, 1.0, False, None, 0.0, None, "pti", 2))[-1]
+    assert "bg-note" in message and "nothing to refine" in message
+    assert [u["interactive"] for u in h.refine_control(random_face)] == [False, False]
+    assert [u["interactive"] for u in h.refine_control(face)] == [True, True]
+    assert all(isinstance(v, type(gr.skip())) for v in next(h.steps_changed(face, style, 6, 1.0, False, None, 0.0,
+                                                                             None, "psp", 5)))

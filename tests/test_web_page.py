@@ -402,3 +402,34 @@ def test_page_in_browser(page, served, artifacts):
     assert toasts(page) == 0 and error_badges(page) == []
     page.screenshot(path=str(artifacts / "web_demo.png"), full_page=True)
     assert (artifacts / "web_demo.png").stat().st_size > 10_000
+
+
+# -- "make the face more faithful": the refinement in the status line, a Generate waiting for it ----------
+def test_refining_the_face_shows_its_steps_then_the_result(page, served):
+    page.set_default_timeout(240_000)                         # one refinement step: ~10 s, more under load
+    face_and_style(page)
+    steps = number_box(page, "refine-steps")
+    steps.fill("1")
+    steps.press("Enter")                                      # refinement off: nothing is rendered again
+    page.locator("#refine").get_by_label("Refine", exact=True).check()
+    wait_status(page, "more faithful (refine): step")
+    assert "slow on a CPU" in status(page) and page.locator("#status .bg-wait").count() == 1
+    page.locator("#generate").click()                         # queued behind the refinement: it says so
+    wait_status(page, "Waiting for the refinement of astronaut_512")
+    wait_status(page, "face made more faithful (refine, 1 step: loss")
+    page.wait_for_timeout(1500)                               # the Generate waiting behind it finishes too
+    page.wait_for_function("() => !document.querySelector('#status .bg-wait')")
+    assert "Result #2" in status(page) and served.studio.stats["invert"] == 1   # refined once, cached after
+    src = page.locator("#result-image img").get_attribute("src")
+    response = page.request.get(src if src.startswith("http") else served.url.rstrip("/") + src)
+    image = cv2.imdecode(np.frombuffer(response.body(), np.uint8), cv2.IMREAD_COLOR)[:, :, ::-1]
+    studio = served.studio
+    face, _, _ = studio.load_face(FACE)
+    style = studio.load_style(STYLE)[0]
+    assert np.array_equal(image, studio.render(face, style, 6, 1.0, refine="optimize", refine_steps=1))
+    assert not np.array_equal(image, studio.render(face, style, 6, 1.0))
+    assert served.studio.stats["invert"] == 1
+    page.locator("#random-face").click()                      # a random face: nothing to refine
+    wait_status(page, "nothing to refine")
+    assert page.locator("#refine input[type=radio]").first.is_disabled()
+    assert toasts(page) == 0 and error_badges(page) == []

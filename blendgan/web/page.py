@@ -15,13 +15,14 @@ from __future__ import annotations
 import html
 import logging
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Sequence
 
 from .. import defaults, io
 from ..errors import BlendGANError, DependencyError, printable
-from .studio import MAX_STRENGTH, VIDEO_FPS, VIDEO_HOLD, VIDEO_MAX_FRAMES, VIDEO_STEPS, Studio, describe
+from .studio import MAX_STRENGTH, REFINE_MAX_STEPS, VIDEO_FPS, VIDEO_HOLD, VIDEO_MAX_FRAMES, VIDEO_STEPS, Studio, describe
 from .uploads import list_examples
 
 log = logging.getLogger("blendgan")
@@ -61,6 +62,18 @@ STRENGTH_INFO = "0 = the face alone, 1 = the usual blend, up to 2 = further towa
 PRESERVE_LABEL = "keep the face's colours"
 PRESERVE_INFO = "the finest layers, which carry colour and texture, stay the face's"
 MIX_LABEL = "share of the second style"
+REFINE_LABEL = "make the face more faithful"
+#: the choices of the "more faithful" control: (words on the page, inversion method)
+REFINE_CHOICES = [("Off (instant)", "psp"), ("Refine", "optimize"), ("Refine more (slowest)", "pti")]
+REFINE_INFO = ("Off: the encoder's first guess (technical name: pSp), instant. Refine: the face adjusted to "
+               "the photo (optimize). Refine more: the generator tuned to this face too (pivotal tuning, pti), "
+               "the closest. Slow on a CPU (minutes), done once per face and setting. Photos only: a random "
+               "face has nothing to refine.")
+REFINE_STEPS_LABEL = "refinement steps"
+REFINE_STEPS_INFO = ("more steps come closer to the photo and take longer; Refine more runs them twice "
+                     "(technical name: --invert-steps)")
+#: how the status line names a refinement
+REFINE_WORDS = {"optimize": "refine", "pti": "refine more"}
 
 
 def esc(text) -> str:
@@ -254,30 +267,71 @@ class Handlers:
         return loaded[0], status_html(f"Second style: <b>{esc(describe(loaded[0]))}</b>"), True
 
     # generation: (result PNG path, download button, history gallery, history state, status)
+    def _waiting_line(self, busy: str) -> tuple:
+        """The outputs saying that this job waits for ``busy`` and where it stands."""
+        ahead = self.studio.waiting
+        place = ("your result comes next" if ahead == 0 else
+                 f"{ahead} other job{'s' if ahead > 1 else ''} before yours "
+                 f"(you are number {ahead + 1} in the queue)")
+        return self._skips(4) + (status_html(f"Waiting for {esc(busy)} to finish: {place}…", "wait"),)
+
     def waiting_lines(self):
         """While another job holds the model: status updates saying what it is and where this one stands."""
         while (busy := self.studio.activity) is not None:
-            ahead = self.studio.waiting
-            place = ("your result comes next" if ahead == 0 else
-                     f"{ahead} other job{'s' if ahead > 1 else ''} before yours "
-                     f"(you are number {ahead + 1} in the queue)")
-            yield self._skips(4) + (status_html(f"Waiting for {esc(busy)} to finish: {place}…", "wait"),)
+            yield self._waiting_line(busy)
             time.sleep(WAIT_POLL)
 
-    def generate(self, face_ref, style_ref, add_weight_index, strength, preserve_color, mix_ref, mix, history):
+    def _while_refining(self, face_ref, method: str, job):
+        """Runs ``job(progress)`` in a thread and, while it runs, yields status lines: waiting for
+        the model, then the refinement's step (``progress(done, total)`` reports it).  Returns
+        the job's result."""
+        step: list[tuple[int, int]] = []
+        outcome: list = []
+        worker = threading.Thread(target=lambda: outcome.append(job(lambda done, total: step.append((done, total)))),
+                                  daemon=True)
+        worker.start()
+        worker.join(WAIT_POLL)
+        while worker.is_alive():
+            busy = self.studio.activity
+            if not step and busy is not None:
+                yield self._waiting_line(busy)
+            else:
+                done, total = step[-1] if step else (0, "?")
+                yield self._skips(4) + (status_html(
+                    f"Making the face <b>{esc(describe(face_ref))}</b> more faithful ({REFINE_WORDS[method]}): "
+                    f"step {done} of {total}… This is slow on a CPU; it is done once per face and setting, "
+                    "and the result follows.", "wait"),)
+            worker.join(WAIT_POLL)
+        return outcome[0]
+
+    def generate(self, face_ref, style_ref, add_weight_index, strength, preserve_color, mix_ref, mix, history,
+                 refine=defaults.INVERT_METHOD, refine_steps=defaults.INVERT_STEPS):
         """Yields the outputs: "waiting" lines while another job holds the model, then the result
-        (or an error status, the previous result staying)."""
+        (or an error status, the previous result staying).  ``refine`` ('psp', 'optimize' or
+        'pti') and ``refine_steps``: the "more faithful" control; a photo is refined first
+        (:meth:`Studio.refine`, cached), the status line following its steps."""
         yield from self.waiting_lines()
         t0 = time.perf_counter()
-        image, error = self._run(self.studio.render, face_ref, style_ref, add_weight_index, strength, preserve_color,
-                                 mix_ref, mix)
+        photo = isinstance(face_ref, dict) and face_ref.get("kind") != "seed"
+        refining = photo and refine in REFINE_WORDS
+
+        def job(progress=None):
+            refined = self.studio.refine(face_ref, refine, refine_steps, progress) if refining else None
+            return refined, self.studio.render(face_ref, style_ref, add_weight_index, strength, preserve_color,
+                                               mix_ref, mix, refine, refine_steps)
+        if refining:
+            outcome, error = yield from self._while_refining(face_ref, refine, lambda report: self._run(job, report))
+        else:
+            outcome, error = self._run(job)
         if error:
             yield self._skips(4) + (status_html(esc(error), "error"),)
             return
+        refined, image = outcome
         i, s = int(round(float(add_weight_index))), float(strength)
         mixed = isinstance(mix_ref, dict) and float(mix or 0) > 0
         style_name = (f"{describe(style_ref)}+{describe(mix_ref)}" if mixed else describe(style_ref))
-        stem = f"{describe(face_ref)}_x_{style_name}_i{i}_s{s:.2f}{'_pc' if preserve_color else ''}"
+        faithful = f"_{refine}{int(refine_steps)}" if refined is not None else ""
+        stem = f"{describe(face_ref)}{faithful}_x_{style_name}_i{i}_s{s:.2f}{'_pc' if preserve_color else ''}"
         path, error = self._run(self.studio.save_png, image, stem)
         if error:
             yield self._skips(4) + (status_html(esc(error), "error"),)
@@ -289,18 +343,26 @@ class Handlers:
         history = {"n": n, "items": items[:HISTORY_SIZE]}
         extras = (", colours kept" if preserve_color else "") + (
             f", {float(mix):.0%} {esc(describe(mix_ref))}" if mixed else "")
+        kind = "ok"
+        if refined is not None:
+            n_steps = int(refine_steps)
+            extras += (f", face made more faithful ({REFINE_WORDS[refine]}, {n_steps} step{'s' if n_steps > 1 else ''}: "
+                       f"loss {refined.start_loss:.3g} → {refined.loss:.3g})")
+        elif refine in REFINE_WORDS:
+            extras, kind = extras + "; a random face is the model's own: nothing to refine", "note"
         status = (f"<b>Result #{n}</b>: {esc(describe(face_ref))} × {esc(describe(style_ref))}, "
                   f"face structure kept {i}, strength {s:.2f}{extras} ({time.perf_counter() - t0:.1f} s)")
         yield (str(path), self.gr.DownloadButton(value=str(path), interactive=True), history["items"], history,
-               status_html(status))
+               status_html(status, kind))
 
-    def maybe_generate(self, face_ref, style_ref, add_weight_index, strength, preserve_color, mix_ref, mix, history):
+    def maybe_generate(self, face_ref, style_ref, add_weight_index, strength, preserve_color, mix_ref, mix, history,
+                       refine=defaults.INVERT_METHOD, refine_steps=defaults.INVERT_STEPS):
         """:meth:`generate` when both a face and a style are chosen; otherwise nothing changes."""
         if not isinstance(face_ref, dict) or not isinstance(style_ref, dict):
             yield self._skips(5)
             return
         yield from self.generate(face_ref, style_ref, add_weight_index, strength, preserve_color, mix_ref, mix,
-                                 history)
+                                 history, refine, refine_steps)
 
     def after_choice(self, go, *inputs):
         """:meth:`maybe_generate` after a face or style was taken (``go``); nothing after a refusal."""
@@ -308,6 +370,18 @@ class Handlers:
             yield self._skips(5)
             return
         yield from self.maybe_generate(*inputs)
+
+    def steps_changed(self, *inputs):
+        """:meth:`maybe_generate` after the refinement steps changed, unless refinement is off."""
+        if len(inputs) < 9 or inputs[8] not in REFINE_WORDS:
+            yield self._skips(5)
+            return
+        yield from self.maybe_generate(*inputs)
+
+    def refine_control(self, face_ref):
+        """The "more faithful" control and its steps: usable for a photo, not for a random face."""
+        photo = not isinstance(face_ref, dict) or face_ref.get("kind") != "seed"
+        return self.gr.update(interactive=photo), self.gr.update(interactive=photo)
 
     # video: (mp4 path, status)
     def video(self, face_ref, style_names, uploads, use_current, style_ref, add_weight_index, steps, hold, fps,
@@ -385,6 +459,11 @@ def build_app(model, *, face_examples: str | os.PathLike | None = EXAMPLES_DIR /
                                               columns=4, height="auto", allow_preview=False, interactive=False,
                                               buttons=[], elem_id="face-gallery", elem_classes=["bg-examples"],
                                               visible=bool(faces) and studio.can_encode_faces)
+                    refine_choice = gr.Radio(REFINE_CHOICES, value=defaults.INVERT_METHOD, label=REFINE_LABEL,
+                                             info=REFINE_INFO, elem_id="refine", visible=studio.can_encode_faces)
+                    refine_steps = gr.Slider(1, REFINE_MAX_STEPS, value=min(defaults.INVERT_STEPS, REFINE_MAX_STEPS),
+                                             step=1, label=REFINE_STEPS_LABEL, info=REFINE_STEPS_INFO,
+                                             elem_id="refine-steps", visible=studio.can_encode_faces)
                 with gr.Column(min_width=280, elem_id="style-column"):
                     style_preview = gr.Image(label="Style", interactive=False, type="numpy", height=256, buttons=[],
                                              elem_id="style-preview")
@@ -450,7 +529,8 @@ def build_app(model, *, face_examples: str | os.PathLike | None = EXAMPLES_DIR /
                                            elem_id="video-status")
 
         # -- events --------------------------------------------------------------------------
-        gen_inputs = [face_state, style_state, awi, strength, preserve, mix_state, mix, history_state]
+        gen_inputs = [face_state, style_state, awi, strength, preserve, mix_state, mix, history_state, refine_choice,
+                      refine_steps]
         gen_outputs = [result, download, history, history_state, status]
 
         def pick_face(evt):
@@ -486,12 +566,18 @@ def build_app(model, *, face_examples: str | os.PathLike | None = EXAMPLES_DIR /
             for event in (uploaded, gallery.select(pick, None, outputs, show_progress_on=[preview]),
                           button.click(make_random, None, outputs, show_progress_on=[preview])):
                 render_after(event)
+                if box is face_upload:  # a random face has no photo to refine
+                    event.then(h.refine_control, face_state, [refine_choice, refine_steps], queue=False)
         # a setting let go re-renders; Enter in a number box counts as letting go (see JS)
         for slider in (awi, strength, mix):
             slider.release(h.maybe_generate, gen_inputs, gen_outputs, trigger_mode="always_last",
                            show_progress_on=[result])
         preserve.input(h.maybe_generate, gen_inputs, gen_outputs, trigger_mode="always_last",
                        show_progress_on=[result])
+        refine_choice.input(h.maybe_generate, gen_inputs, gen_outputs, trigger_mode="always_last",
+                            show_progress_on=[result])
+        refine_steps.release(h.steps_changed, gen_inputs, gen_outputs, trigger_mode="always_last",
+                             show_progress_on=[result])
         mix_outputs = [mix_state, status, go_state]
         render_after(mix_pick.input(h.mix_pick, mix_pick, mix_outputs, show_progress_on=[result]))
         uploaded_mix = mix_upload.upload(h.mix_upload, mix_upload, mix_outputs, show_progress_on=[result])

@@ -25,7 +25,8 @@ import torch
 from .. import defaults, io
 from ..cache import LRU
 from ..errors import ImageError, NoFaceError
-from ..session import Session, content_key
+from ..inversion import METHODS as REFINE_METHODS
+from ..session import Face, Session, content_key
 from ..synthesis import transition_alphas
 from .uploads import MAX_UPLOAD_BYTES, MAX_UPLOAD_SIDE, WebError, decode_upload, display_name, read_upload
 
@@ -37,6 +38,8 @@ VIDEO_HOLD = defaults.WEB_VIDEO_HOLD
 VIDEO_FPS = defaults.WEB_VIDEO_FPS
 PREVIEW_SIDE = 512                    # style previews are shown at most this large
 MAX_STRENGTH = defaults.WEB_MAX_STRENGTH
+REFINE_MAX_STEPS = defaults.WEB_REFINE_MAX_STEPS
+FACES_KEPT = 8                        # prepared face images kept for refinement (re-read from the upload after)
 
 
 def describe(ref: dict | None) -> str:
@@ -63,6 +66,7 @@ class Studio:
         self.lock = self.session.lock
         self.max_bytes, self.max_side = max_bytes, max_side
         self.previews = LRU(2 * cache_size)   # (kind, key) -> RGB uint8 preview
+        self.prepared = LRU(FACES_KEPT)       # face key -> its Face (the prepared image, for refinement)
         self._own_workdir = workdir is None
         self.workdir = Path(tempfile.mkdtemp(prefix="blendgan-web-") if workdir is None else workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -166,6 +170,7 @@ class Studio:
         try:
             if kind == "face":
                 face = self.session.face(rgb, name, key=key)
+                self.prepared.put(key, face)
                 preview, notes = io.resize(face.image, self.model.size), list(face.notes)
             else:
                 self.session.style(rgb, name, key=key)
@@ -238,6 +243,70 @@ class Studio:
     def style_code(self, ref: dict) -> torch.Tensor:
         return self.code("style", ref)
 
+    # -- refinement (inversion) ---------------------------------------------------------------
+    @staticmethod
+    def refine_settings(method, steps) -> tuple[str, int]:
+        """Checked ``(method, steps)`` of the "make the face more faithful" control: a method of
+        :data:`blendgan.inversion.METHODS` and 1..:data:`REFINE_MAX_STEPS` steps."""
+        if method not in REFINE_METHODS:
+            raise WebError(f"choose how faithful the face should be ({', '.join(REFINE_METHODS)}), got {method!r}")
+        try:
+            n = float(defaults.INVERT_STEPS if steps is None else steps)
+        except (TypeError, ValueError):
+            raise WebError(f"refinement steps must be a whole number in 1..{REFINE_MAX_STEPS}") from None
+        if not (n == int(n) and 1 <= n <= REFINE_MAX_STEPS):
+            raise WebError(f"refinement steps must be a whole number in 1..{REFINE_MAX_STEPS}, got {n:g}")
+        return method, int(n)
+
+    @staticmethod
+    def refine_total(method: str, steps: int) -> int:
+        """Steps a refinement takes in all: ``steps`` on the codes, as many again on the weights for pti."""
+        return {"psp": 0, "pti": 2 * steps}.get(method, steps)
+
+    def prepared_face(self, ref: dict) -> Face:
+        """The :class:`blendgan.Face` (pSp codes and the prepared image) of an uploaded or
+        example face reference, read again from its file when no longer kept."""
+        if not isinstance(ref, dict):
+            raise WebError("choose a face first: upload one, pick one or press Random face")
+        face = self.prepared.get(ref["key"])
+        if face is None:
+            data = read_upload(ref["path"], self.max_bytes)
+            if content_key(data) != ref["key"]:
+                raise WebError(f"{ref['name']}: the face image is no longer available, please choose it again")
+            try:
+                face = self.session.face(decode_upload(data, ref["name"], self.max_side), ref["name"], key=ref["key"])
+            except (NoFaceError, ImageError) as exc:
+                raise WebError(str(exc)) from None
+            self.prepared.put(ref["key"], face)
+        return face
+
+    def refine(self, face_ref: dict, method: str = "optimize", steps: int | None = None,
+               progress: Callable[[int, int], None] | None = None) -> Face:
+        """The face of ``face_ref`` made more faithful to its photo: :meth:`blendgan.Session.refine`
+        with ``method`` ('optimize' or 'pti'; 'psp' returns the encoder's codes) and ``steps``,
+        computed once per face and setting (then instant).  ``progress(done, total)`` is called
+        when the model is ours (``done`` 0) and after each step (``total``: :meth:`refine_total`).
+        A random face has no photo to refine: :class:`WebError`."""
+        method, steps = self.refine_settings(method, steps)
+        if isinstance(face_ref, dict) and face_ref.get("kind") == "seed":
+            raise WebError("a random face is the model's own: there is no photo to refine it toward")
+        if not self.can_encode_faces:
+            raise WebError("refining faces needs the pSp encoder (start with --psp-encoder)")
+        face = self.prepared_face(face_ref)
+        if method == "psp":
+            return face
+        total, name = self.refine_total(method, steps), describe(face_ref)
+
+        def report(stage: str, step: int, _steps: int, _loss: float) -> None:
+            done = step + (steps if stage == "tune" else 0)
+            self._report(f"the refinement of {name} (step {done} of {total})")
+            if progress is not None:
+                progress(done, total)
+        with self.turn(f"the refinement of {name} (step 0 of {total})"):
+            if progress is not None:
+                progress(0, total)
+            return self.session.refine(face, method, steps, progress=report)
+
     # -- generation --------------------------------------------------------------------------
     def _index(self, add_weight_index) -> int:
         try:
@@ -285,11 +354,19 @@ class Studio:
 
     def render(self, face_ref: dict, style_ref: dict, add_weight_index=defaults.TRANSFER_ADD_WEIGHT_INDEX,
                strength: float = defaults.STRENGTH, preserve_color: bool = False, mix_ref: dict | None = None,
-               mix: float = 0.0) -> np.ndarray:
-        """The stylized face, RGB uint8 [size, size, 3]; encoders run only on a cache miss."""
+               mix: float = 0.0, refine: str = defaults.INVERT_METHOD, refine_steps: int | None = None,
+               progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+        """The stylized face, RGB uint8 [size, size, 3]; encoders run only on a cache miss.
+        ``refine`` other than 'psp': the face refined first (:meth:`refine`, with ``progress``;
+        not for a random face, which is rendered as it is) and rendered with the model
+        :meth:`blendgan.Session.model_for` gives (PTI's tuned copy)."""
         i, s = self._index(add_weight_index), self._strength(strength)
+        refine, refine_steps = self.refine_settings(refine, refine_steps)
+        refined = None
+        if refine != "psp" and isinstance(face_ref, dict) and face_ref.get("kind") != "seed":
+            refined = self.refine(face_ref, refine, refine_steps, progress)
         with self.turn("another result"):
-            face = self.face_code(face_ref)
+            face = self.face_code(face_ref) if refined is None else refined
             styles, weights = self._styles(style_ref, mix_ref, mix)
             return self.session.render(face, styles, i, s, preserve_color=bool(preserve_color), style_weights=weights)
 
