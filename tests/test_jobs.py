@@ -213,7 +213,7 @@ def test_a_folder_of_outputs_made_otherwise_is_refused_not_skipped(model, tmp_pa
         jobs.run_pairs(other, tmp_path / "p", pics=1, seed=1, **kw)
 
 
-def test_a_damaged_or_missing_settings_record_is_rewritten(model, tmp_path):
+def test_a_damaged_or_missing_settings_record_is_never_guessed(model, tmp_path, caplog):
     kw = dict(pics=1, seed=1, fmt="png", progress=False)
     out = tmp_path / "p"
     jobs.run_pairs(model, out, **kw)
@@ -223,8 +223,13 @@ def test_a_damaged_or_missing_settings_record_is_rewritten(model, tmp_path):
             record.unlink()
         else:
             record.write_text(damage)
-        assert len(jobs.run_pairs(model, out, **kw).skipped) == 1
-        assert json.loads(record.read_text())["settings"]["seed"] == 1
+        caplog.clear()
+        # outputs made with unknown settings: kept, said so, and not labelled with these settings
+        assert len(jobs.run_pairs(model, out, pics=1, seed=7, fmt="png", progress=False).skipped) == 1
+        assert "without a readable record of their settings" in caplog.text
+        assert (record.read_text() if record.exists() else None) == damage
+    assert len(jobs.run_pairs(model, out, overwrite=True, **kw).written) == 1
+    assert json.loads(record.read_text())["settings"]["seed"] == 1
     # an empty folder takes any settings
     (out / "000000.png").unlink()
     assert len(jobs.run_pairs(model, out, pics=1, seed=5, fmt="png", progress=False).written) == 1

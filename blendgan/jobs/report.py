@@ -107,7 +107,12 @@ def claim_outdir(outdir: Path, job: str, settings: dict, overwrite: bool = False
         return
     has_outputs = any(p.is_file() and p.name != SETTINGS_FILE and not p.name.startswith(".")
                       for p in outdir.iterdir())
-    if isinstance(old, dict) and has_outputs and not overwrite:
+    if not isinstance(old, dict) and has_outputs and not overwrite:
+        # outputs of an earlier version, or a damaged record: what they were made with is unknown
+        log.warning("%s: holds outputs without a readable record of their settings; they are kept as "
+                    "they are (--overwrite redoes them)", outdir)
+        return
+    if has_outputs and not overwrite:
         before = old.get("settings", {}) if old.get("job") == job else {}
         changed = sorted(k for k in set(before) | set(new["settings"])
                          if before.get(k) != new["settings"].get(k)) if before else ["job"]
