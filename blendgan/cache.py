@@ -146,14 +146,8 @@ class EncodingCache:
 
     def _load_record(self, path: Path, shapes: Mapping[str, tuple[int, ...]]) -> dict[str, torch.Tensor] | None:
         """A usable record at ``path``, or None (with a warning saying why it is recomputed)."""
-        reason = io.not_regular(path)
-        if reason:
-            log.warning("%s; recomputing", reason)
-            return None
-        try:
-            value = torch.load(path, map_location=self.model.device, weights_only=True)
-        except Exception:  # a damaged entry is recomputed
-            log.warning("%s: damaged cache entry, recomputing", path)
+        value = self._read(path)
+        if value is None:
             return None
         if not isinstance(value, dict) or set(value) != set(shapes) or any(
                 not isinstance(v, torch.Tensor) or tuple(v.shape) != tuple(shapes[k]) for k, v in value.items()):
@@ -164,16 +158,23 @@ class EncodingCache:
             return None
         return value
 
-    def _load(self, kind: str, path: Path) -> torch.Tensor | None:
-        """A usable entry at ``path``, or None (with a warning saying why it is recomputed)."""
+    def _read(self, path: Path):
+        """What the file at ``path`` holds (tensors only: ``weights_only``), or None with a
+        warning when it is not a regular file or cannot be read."""
         reason = io.not_regular(path)
         if reason:
             log.warning("%s; recomputing", reason)
             return None
         try:
-            value = torch.load(path, map_location=self.model.device, weights_only=True)
+            return torch.load(path, map_location=self.model.device, weights_only=True)
         except Exception:  # a damaged entry is recomputed
             log.warning("%s: damaged cache entry, recomputing", path)
+            return None
+
+    def _load(self, kind: str, path: Path) -> torch.Tensor | None:
+        """A usable entry at ``path``, or None (with a warning saying why it is recomputed)."""
+        value = self._read(path)
+        if value is None:
             return None
         if not isinstance(value, torch.Tensor) or tuple(value.shape) != self.shape(kind):
             log.warning("%s: cache entry is not a %s tensor, recomputing", path, list(self.shape(kind)))
