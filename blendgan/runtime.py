@@ -11,6 +11,7 @@ import ctypes
 import ctypes.util
 import hashlib
 import os
+import platform
 from dataclasses import dataclass, field
 from typing import Iterator, Mapping
 
@@ -18,6 +19,19 @@ import numpy as np
 import torch
 
 from .errors import UsageError
+
+
+def cpu_name() -> str:
+    """The CPU's model name (Linux ``/proc/cpuinfo``), else what the platform says: benchmarks
+    name the machine their figures come from."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
 
 
 # -- devices and precisions ---------------------------------------------------------------------

@@ -14,7 +14,6 @@ natural and the stylized image synthesized separately.
 """
 import argparse
 import json
-import platform
 import resource
 import sys
 import tempfile
@@ -28,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from blendgan import BlendGAN, io  # noqa: E402
 from blendgan import jobs, synthesis  # noqa: E402
-from blendgan.runtime import PRECISIONS, configure_backends  # noqa: E402
+from blendgan.runtime import PRECISIONS, configure_backends, cpu_name  # noqa: E402
 
 
 def sync(device):
@@ -70,15 +69,7 @@ def count_flops(fn):
 def device_name(device):
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu} ({torch.get_num_threads()} threads)"
+    return f"{cpu_name()} ({torch.get_num_threads()} threads)"
 
 
 def synthetic_images(folder: Path, count: int, seed: int, size=(320, 288)):

@@ -23,19 +23,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from blendgan import BlendGAN, io  # noqa: E402
 from blendgan.inversion import METHODS  # noqa: E402
+from blendgan.runtime import cpu_name  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
-
-def cpu_name() -> str:
-    """The CPU's model name (Linux), else the platform's processor string."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def main(argv=None) -> int:

@@ -17,7 +17,6 @@ Markdown table (ms per image) and appends one JSON line to ``--json-out`` when g
 """
 import argparse
 import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -28,16 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from blendgan import BlendGAN  # noqa: E402
 from blendgan.export import export_onnx, metadata  # noqa: E402
+from blendgan.runtime import cpu_name  # noqa: E402
 
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def best(fn, rounds: int) -> float:
