@@ -425,6 +425,22 @@ def test_style_encoder_resume_continues(encoder_run, data, tmp_path):
     assert ck["optimizer"]["param_groups"][0]["lr"] == 0.00123  # the flag given on resume, not the saved rate
 
 
+def test_code_contrast_adds_an_nt_xent_on_the_codes(data, tmp_path):
+    """Step 1 sees the same batch, views and weights with and without --code-contrast: the
+    logged loss grows by exactly W times the codes' own NT-Xent, which is logged beside it."""
+    logs = {}
+    for w in ("0", "0.5"):
+        out = tmp_path / w
+        assert train_main(["train-style-encoder", "--data", str(data.arts), "--outdir", str(out), "--steps", "1",
+                           "--code-contrast", w, *ENCODER_ARGS]) == 0
+        logs[w] = read_log(out)[0]
+    assert "code_loss" not in logs["0"]
+    code_loss = logs["0.5"]["code_loss"]
+    assert code_loss > 0.1  # a batch of 4 artworks, 2 views each: far from solved at step 1
+    assert logs["0.5"]["loss"] == pytest.approx(logs["0"]["loss"] + 0.5 * code_loss, rel=1e-5)
+    assert logs["0.5"]["acc"] == logs["0"]["acc"]  # the projections' accuracy, unchanged
+
+
 def test_style_encoder_needs_data(tmp_path):
     assert train_main(["train-style-encoder", "--outdir", str(tmp_path)]) == 2
 

@@ -33,6 +33,8 @@ def main() -> int:
     p.add_argument("--docs", default=None, metavar="DIR", help="copy the grid and the curves here")
     p.add_argument("--gan-steps", type=int, default=ProofSettings.gan_steps)
     p.add_argument("--encoder-steps", type=int, default=ProofSettings.encoder_steps)
+    p.add_argument("--code-contrast", type=float, default=ProofSettings.code_contrast,
+                   help="the style encoder's --code-contrast (default %(default)s)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (default %(default)s: on a shared machine more threads only spin)")
@@ -45,7 +47,8 @@ def main() -> int:
         print(f"{outdir}: holds an earlier run; give a new --outdir (or --resume it)", file=sys.stderr)
         return 2
     settings = ProofSettings(seed=a.seed, gan_steps=a.gan_steps, gan_every=max(1, a.gan_steps // 6),
-                             encoder_steps=a.encoder_steps, encoder_every=max(1, a.encoder_steps // 3))
+                             encoder_steps=a.encoder_steps, encoder_every=max(1, a.encoder_steps // 3),
+                             code_contrast=a.code_contrast)
     t = time.perf_counter()
     curves = run(outdir, settings, resume=a.resume)
     seconds = time.perf_counter() - t

@@ -32,8 +32,8 @@ GAN_LAYOUT = (
 
 #: ``train-style-encoder``'s flags (one group)
 STYLE_ENCODER_LAYOUT = (
-    (None, ("data", "size", "load_size", "style_dim", "vgg", "init", "batch", "lr", "temperature", "steps", "kimg",
-            "crop_scale", "rotate", "perspective", "color_jitter", "pool") + RUN_FLAGS),
+    (None, ("data", "size", "load_size", "style_dim", "vgg", "init", "batch", "lr", "temperature", "code_contrast",
+            "steps", "kimg", "crop_scale", "rotate", "perspective", "color_jitter", "pool") + RUN_FLAGS),
 )
 
 SCALARS = {"int": int, "float": float, "str": str, "bool": bool}

@@ -165,6 +165,10 @@ class StyleEncoderConfig(RunConfig):
     lr: float = setting(2e-5, "Adam learning rate (default %(default)s; the equalized-lr MLP on raw Gram vectors "
                               "collapses to one code at GAN-like rates such as 0.002)")
     temperature: float = setting(0.2, "NT-Xent temperature (default %(default)s)")
+    code_contrast: float = setting(
+        0.0, "weight of a second NT-Xent on the style codes themselves, before the projection head (default "
+             "%(default)s: SimCLR contrasts the projections only, and the codes of different artworks can stay "
+             "nearly parallel, leaving the generator's style mapping and D_proj little to tell apart)")
     steps: int = setting(20000, "training steps (default %(default)s)")
     kimg: float | None = setting(None, "budget in thousands of artworks (overrides --steps)")
     crop_scale: float = setting(0.3, "smallest crop area fraction (default %(default)s)")

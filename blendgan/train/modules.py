@@ -101,12 +101,13 @@ class Projector(nn.Sequential):
 
 
 class ContrastiveHead(nn.Module):
-    """The trainable part: Gram vector [N, 610304] -> z_embed (MLP) -> projection [N, D]."""
+    """The trainable part: Gram vector [N, 610304] -> (z_embed [N, D] (MLP), projection [N, D])."""
 
     def __init__(self, embedder_mlp: nn.Module, projector: Projector):
         super().__init__()
         self.embedder_mlp = embedder_mlp
         self.projector = projector
 
-    def forward(self, gram: torch.Tensor) -> torch.Tensor:
-        return self.projector(self.embedder_mlp(gram))
+    def forward(self, gram: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        code = self.embedder_mlp(gram)
+        return code, self.projector(code)

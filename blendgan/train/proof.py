@@ -296,9 +296,10 @@ class ProofSettings:
     encoder_lr: float = 1.5e-4
     encoder_every: int = 100
     color_jitter: float = 0.75      # the families share one colour distribution: codes should ignore colour
-    gan_steps: int = 600
+    code_contrast: float = 0.0      # SimCLR's recipe: only the projections are contrasted (see the README)
+    gan_steps: int = 4800
     gan_batch: int = 8
-    gan_every: int = 200
+    gan_every: int = 800
     channels: str = "32,32,32,32"
     n_mlp: int = 2
     lr: float = 0.0025
@@ -311,7 +312,7 @@ class ProofSettings:
     n_arts: int = 400
     n_held_arts: int = 200
     n_samples: int = 300
-    refs_per_family: int = 2
+    refs_per_family: int = 4
     faces_per_ref: int = 8
     grid_faces: int = 8
     workers: int = 2
@@ -338,8 +339,7 @@ def run(outdir: str | Path, settings: ProofSettings = ProofSettings(), encoder_c
         status = train_style_encoder(StyleEncoderConfig(resume=str(enc_dir) if enc_resume else None,
             data=str(data.styles_dir), outdir=str(enc_dir), size=SIZE, style_dim=s.style_dim, pool=s.pool,
             batch=s.encoder_batch, lr=s.encoder_lr, steps=s.encoder_steps, save_every=s.encoder_every,
-            color_jitter=s.color_jitter,
-            log_every=s.encoder_every, **common))
+            color_jitter=s.color_jitter, code_contrast=s.code_contrast, log_every=s.encoder_every, **common))
         if status:
             raise TrainError(f"style-encoder training stopped (status {status})")
         with seeded_init(derive_seed(s.seed, "style-encoder-init")):
@@ -405,17 +405,13 @@ class Margins:
     """What counts as learning, between the untrained networks (step 0) and the last checkpoint.
 
     (a) the natural branch's FD falls by ``fd_drop`` of its step-0 value; (b) the style branch's
-    outputs are told to their reference's family (nearest family code) ``style_rise`` more often
-    than at step 0 and than chance; (c) the trained encoder's family retrieval is
-    ``retrieval_rise`` above the untrained encoder's and ``retrieval_above_chance`` above chance.
-
-    ``style_rise`` None: (b) is measured and reported, not judged.  It is the default because
-    CPU-sized runs do not reach it yet: the trained encoder's codes of different artworks are
-    nearly parallel (mean cosine 0.97), so the style branch and D_proj get almost no
-    conditioning signal and the style branch draws one texture for every code (see the README).
+    outputs are closer to their own reference's code than to every other reference's (cosine)
+    ``style_rise`` more often than at step 0 and than chance (1 / references); (c) the trained
+    encoder's family retrieval is ``retrieval_rise`` above the untrained encoder's and
+    ``retrieval_above_chance`` above chance.  ``style_rise`` None: (b) is measured, not judged.
     """
     fd_drop: float = 0.15
-    style_rise: float | None = None
+    style_rise: float | None = 0.2
     retrieval_rise: float = 0.1
     retrieval_above_chance: float = 0.25
 
@@ -429,11 +425,11 @@ def verdict(curves: dict, margins: Margins = Margins()) -> list[str]:
     first, last = gan[0], gan[-1]
     if not last["fd"] <= (1 - margins.fd_drop) * first["fd"]:
         failed.append(f"(a) FD {first['fd']:.2f} -> {last['fd']:.2f}: fell by less than {margins.fd_drop:.0%}")
-    floor = max(first["family_accuracy"], last["family_chance"])
-    if margins.style_rise is not None and not last["family_accuracy"] >= floor + margins.style_rise:
-        failed.append(f"(b) style-branch family accuracy {first['family_accuracy']:.2f} -> "
-                      f"{last['family_accuracy']:.2f}: not {margins.style_rise} above step 0 and chance "
-                      f"{last['family_chance']:.2f}")
+    floor = max(first["style_accuracy"], last["style_chance"])
+    if margins.style_rise is not None and not last["style_accuracy"] >= floor + margins.style_rise:
+        failed.append(f"(b) style branch nearest its own reference {first['style_accuracy']:.2f} -> "
+                      f"{last['style_accuracy']:.2f}: not {margins.style_rise} above step 0 and chance "
+                      f"{last['style_chance']:.2f}")
     enc = curves["encoder"]
     if len(enc) >= 2:
         r0, r = enc[0]["retrieval"], enc[-1]["retrieval"]
